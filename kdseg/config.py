@@ -1,0 +1,365 @@
+"""The training configuration: one typed, validated object built from YAML.
+
+``load_config(path, overrides)`` is the only way a config enters kdseg. It reads YAML with
+``yaml.safe_load``, applies ``--set key.path=value`` overrides (values parsed as YAML scalars, so
+``train.lr=3e-4`` is a float and ``distill.sites=[logits,decoder]`` a list), validates against the
+schema below and raises :class:`~kdseg.errors.ConfigError` naming the file and the key path.
+
+Relative paths (``data.root``, ``teacher.weights``, ``teacher.checkpoint``) are resolved against the
+current working directory when the config is loaded, so the resolved config written to a run folder
+is valid wherever it is read from.
+"""
+
+from __future__ import annotations
+
+import copy
+import os
+import tempfile
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    ValidationInfo,
+    field_validator,
+    model_validator,
+)
+
+from kdseg.errors import ConfigError
+
+SITES = ("encoder", "bottleneck", "decoder", "logits")
+Site = Literal["encoder", "bottleneck", "decoder", "logits"]
+DataFormat = Literal["carla", "camvid", "cityscapes", "bdd100k", "synthetic"]
+# Architectures kdseg builds itself; every other name is looked up in segmentation_models_pytorch.
+OWN_ARCHS = ("lightweight_unet", "fcn_resnet50")
+
+
+class Strict(BaseModel):
+    """Base for every config section: unknown keys are errors, assignments are validated."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+class AugmentConfig(Strict):
+    """Training-time augmentation; validation only resizes and normalises."""
+
+    enabled: bool = True
+    mode: Literal["resize", "crop"] = Field(
+        "resize", description="resize: whole image to image_size; crop: random resized crop of image_size"
+    )
+    crop_scale: tuple[float, float] = Field((0.5, 1.0), description="area range of the random crop")
+    hflip: float = Field(0.5, ge=0.0, le=1.0, description="probability of a horizontal flip")
+    color_jitter: float = Field(0.3, ge=0.0, le=1.0, description="probability of colour jitter")
+    normalize: Literal["imagenet", "none"] = "imagenet"
+
+    @field_validator("crop_scale")
+    @classmethod
+    def _scale_range(cls, v: tuple[float, float]) -> tuple[float, float]:
+        if not (0.0 < v[0] <= v[1] <= 1.0):
+            raise ValueError("crop_scale must satisfy 0 < low <= high <= 1")
+        return v
+
+
+class SynthConfig(Strict):
+    """How ``format: synthetic`` generates its data when ``root`` does not exist yet."""
+
+    n: int = Field(96, ge=2, description="number of generated image/label pairs")
+    size: tuple[int, int] = Field((96, 96), description="generated image size [H, W]")
+    seed: int = 0
+
+
+class DataConfig(Strict):
+    format: DataFormat = "synthetic"
+    root: Path | None = Field(None, description="dataset folder; for synthetic, where data is generated")
+    num_classes: int = Field(13, ge=2)
+    image_size: tuple[int, int] = Field((96, 96), description="training/validation size [H, W]")
+    ignore_index: int = Field(255, ge=0, le=255)
+    val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="used when there is no separate val split")
+    seed: int = Field(0, description="seed of the train/val split")
+    max_samples: int | None = Field(None, ge=1, description="cap on pairs per split (quick runs)")
+    augment: AugmentConfig = AugmentConfig()
+    synth: SynthConfig = SynthConfig()
+
+    @field_validator("image_size", mode="before")
+    @classmethod
+    def _size(cls, v: Any) -> Any:
+        if isinstance(v, str) and "x" in v:  # "96x128" from the command line
+            return tuple(int(p) for p in v.lower().split("x"))
+        if isinstance(v, int):
+            return (v, v)
+        return v
+
+    @field_validator("image_size")
+    @classmethod
+    def _size_positive(cls, v: tuple[int, int]) -> tuple[int, int]:
+        if min(v) < 32 or v[0] % 32 or v[1] % 32:
+            raise ValueError("image_size must be positive multiples of 32 (UNet encoders downsample 32x)")
+        return v
+
+    @model_validator(mode="after")
+    def _root_required(self) -> DataConfig:
+        if self.format != "synthetic" and self.root is None:
+            raise ValueError(f"data.root is required for format {self.format!r}")
+        return self
+
+
+class ModelConfig(Strict):
+    arch: str = Field("Unet", description="any smp architecture, 'lightweight_unet' or 'fcn_resnet50'")
+    encoder: str = Field("resnet34", description="smp encoder name (ignored by lightweight_unet)")
+    weights: str | None = Field(None, description="null, 'imagenet', or a local encoder weights file")
+    checkpoint: Path | None = Field(None, description="full model state_dict to start from")
+    frozen: bool = Field(False, description="keep this network fixed (eval mode, no gradients)")
+    width: float = Field(1.0, gt=0.0, le=4.0, description="width multiplier (lightweight_unet)")
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        if v in OWN_ARCHS:
+            return v
+        import segmentation_models_pytorch as smp  # lazy: heavy import
+
+        if v.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
+            known = sorted(a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values()) + list(OWN_ARCHS)
+            raise ValueError(f"unknown architecture {v!r}; known: {', '.join(known)}")
+        return v
+
+    @field_validator("encoder")
+    @classmethod
+    def _known_encoder(cls, v: str, info: ValidationInfo) -> str:
+        if info.data.get("arch") in OWN_ARCHS or v.startswith("tu-"):
+            return v
+        import segmentation_models_pytorch as smp
+
+        names = smp.encoders.get_encoder_names()
+        if v not in names:
+            stem = v.split("-")[0].split("_")[0].rstrip("0123456789")
+            close = [n for n in names if stem and n.startswith(stem)][:8]
+            hint = f"; similar: {', '.join(close)}" if close else "; or any timm encoder as 'tu-NAME'"
+            raise ValueError(f"unknown encoder {v!r}{hint}")
+        return v
+
+
+class DistillConfig(Strict):
+    mode: Literal["online", "offline", "mutual", "none"] = "online"
+    temperature: float = Field(4.0, gt=0.0)
+    alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the soft (logits) loss; CE gets 1-alpha")
+    sites: list[Site] = Field(default_factory=lambda: ["logits"])
+    feature_loss: Literal["mse", "cosine", "cwd"] = "mse"
+    feature_weight: float = Field(1.0, ge=0.0)
+    alternation: Literal["none", "epoch", "step", "teacher_student"] = "none"
+    teacher_entropy: float = Field(0.0, ge=0.0, description="beta: teacher loss minus beta * entropy")
+
+    @field_validator("sites", mode="before")
+    @classmethod
+    def _sites_list(cls, v: Any) -> Any:
+        return [v] if isinstance(v, str) else v
+
+    @field_validator("sites")
+    @classmethod
+    def _sites_unique(cls, v: list[str]) -> list[str]:
+        if len(set(v)) != len(v):
+            raise ValueError("sites must not repeat")
+        return sorted(v, key=SITES.index)
+
+
+class TrainConfig(Strict):
+    epochs: int = Field(20, ge=1)
+    batch_size: int = Field(8, ge=1)
+    lr: float = Field(1e-3, gt=0.0, description="student learning rate")
+    teacher_lr: float | None = Field(None, gt=0.0, description="teacher learning rate (default: lr)")
+    optimizer: Literal["adamw", "adam", "sgd"] = "adamw"
+    weight_decay: float = Field(1e-4, ge=0.0)
+    scheduler: Literal["cosine", "poly", "none"] = "cosine"
+    amp: Literal["auto", "off", "bf16", "fp16"] = Field(
+        "auto", description="auto: bf16/fp16 on GPU, off on CPU"
+    )
+    device: Literal["auto", "cpu", "cuda"] = "auto"
+    num_workers: int = Field(2, ge=0)
+    seed: int = 0
+    grad_clip: float | None = Field(None, gt=0.0)
+    max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on training steps per epoch")
+    checkpoint_every: int = Field(1, ge=1, description="epochs between full checkpoints")
+
+
+class WandbConfig(Strict):
+    project: str = "kdseg"
+    entity: str | None = None
+    mode: Literal["auto", "online", "offline", "disabled"] = "auto"
+    log_images_every: int = Field(5, ge=0, description="epochs between image logs; 0 = never")
+
+
+class TrackingConfig(Strict):
+    wandb: WandbConfig = WandbConfig()
+
+
+class KDConfig(Strict):
+    """A complete training run: what ``kdseg train`` reads and every sweep trial runs."""
+
+    name: str | None = None
+    data: DataConfig = DataConfig()
+    teacher: ModelConfig = ModelConfig(arch="Unet", encoder="resnet34")
+    student: ModelConfig = ModelConfig(arch="Unet", encoder="resnet18")
+    distill: DistillConfig = DistillConfig()
+    train: TrainConfig = TrainConfig()
+    tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _mode_needs(self) -> KDConfig:
+        if self.distill.mode == "offline" and self.teacher.checkpoint is None:
+            raise ValueError(
+                "distill.mode 'offline' needs teacher.checkpoint (a trained teacher to distil from)"
+            )
+        if self.distill.mode == "mutual" and self.teacher.frozen:
+            raise ValueError("distill.mode 'mutual' trains the teacher; teacher.frozen must be false")
+        return self
+
+    @property
+    def teacher_trains(self) -> bool:
+        """Whether the teacher's weights change during this run."""
+        return self.distill.mode in ("online", "mutual") and not self.teacher.frozen
+
+
+# --------------------------------------------------------------------------------------------- I/O
+
+
+def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
+    """Read a YAML mapping with ``safe_load``; a clear ConfigError for any problem."""
+    path = Path(path)
+    try:
+        text = path.read_text()
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: file not found") from None
+    except OSError as e:
+        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
+    try:
+        doc = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
+        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
+    if doc is None:
+        doc = {}
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(doc).__name__}")
+    return doc
+
+
+def parse_override(item: str) -> tuple[str, Any]:
+    """``"train.lr=3e-4"`` -> ``("train.lr", 0.0003)``; the value is parsed as a YAML scalar."""
+    if "=" not in item:
+        raise ConfigError(f"--set {item!r}: expected key.path=value")
+    key, raw = item.split("=", 1)
+    key = key.strip()
+    if not key:
+        raise ConfigError(f"--set {item!r}: empty key")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else None
+    except yaml.YAMLError:
+        value = raw
+    if isinstance(value, float) or _looks_like_float(raw):
+        value = float(raw) if _looks_like_float(raw) else value
+    return key, value
+
+
+def _looks_like_float(raw: str) -> bool:
+    # YAML 1.1 reads "1e-3" as a string; users mean a number.
+    try:
+        float(raw)
+    except ValueError:
+        return False
+    return any(c in raw.lower() for c in ".e") and raw.strip().lower() not in ("nan", "inf", "-inf")
+
+
+def set_dotted(doc: dict[str, Any], key: str, value: Any) -> None:
+    """Set ``doc[a][b][c] = value`` for ``key == "a.b.c"``, creating mappings on the way."""
+    parts = key.split(".")
+    node = doc
+    for i, part in enumerate(parts[:-1]):
+        nxt = node.get(part)
+        if nxt is None:
+            nxt = node[part] = {}
+        if not isinstance(nxt, dict):
+            raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a section; cannot set {key}")
+        node = nxt
+    node[parts[-1]] = value
+
+
+def apply_overrides(doc: Mapping[str, Any], overrides: Iterable[str | tuple[str, Any]]) -> dict[str, Any]:
+    """A deep copy of ``doc`` with ``key.path=value`` overrides applied."""
+    out = copy.deepcopy(dict(doc))
+    for item in overrides:
+        key, value = parse_override(item) if isinstance(item, str) else item
+        set_dotted(out, key, value)
+    return out
+
+
+def format_validation_error(err: ValidationError, source: str) -> str:
+    lines = []
+    for e in err.errors():
+        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
+        msg = e["msg"].removeprefix("Value error, ")
+        if e["type"] == "extra_forbidden":
+            msg = "unknown key"
+        lines.append(f"{source}: {loc}: {msg}")
+    return "\n".join(lines)
+
+
+def validate_config(doc: Mapping[str, Any], source: str = "<config>") -> KDConfig:
+    """Validate a plain mapping into a :class:`KDConfig`; ConfigError names source and key path."""
+    try:
+        cfg = KDConfig.model_validate(dict(doc))
+    except ValidationError as e:
+        raise ConfigError(format_validation_error(e, source)) from None
+    return resolve_paths(cfg)
+
+
+def resolve_paths(cfg: KDConfig, base: Path | None = None) -> KDConfig:
+    """Make every path in ``cfg`` absolute (relative to ``base``, default the working directory)."""
+    base = base or Path.cwd()
+
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None else (p if p.is_absolute() else (base / p)).resolve()
+
+    cfg = cfg.model_copy(deep=True)
+    cfg.data.root = absolute(cfg.data.root)
+    for m in (cfg.teacher, cfg.student):
+        m.checkpoint = absolute(m.checkpoint)
+        if m.weights not in (None, "imagenet"):
+            m.weights = str(absolute(Path(m.weights)))
+    return cfg
+
+
+def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> KDConfig:
+    """Read, override and validate a training config file."""
+    doc = apply_overrides(read_yaml(path), overrides)
+    return validate_config(doc, source=str(path))
+
+
+def config_to_dict(cfg: KDConfig) -> dict[str, Any]:
+    """Plain YAML-safe data (paths as strings, tuples as lists)."""
+    return cfg.model_dump(mode="json")
+
+
+def dump_yaml(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
+    """Write YAML atomically (temp file in the same folder, then rename)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=None)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_config(cfg: KDConfig, path: str | os.PathLike) -> Path:
+    return dump_yaml(config_to_dict(cfg), path)
