@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import copy
 import os
-import tempfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
@@ -31,6 +30,7 @@ from pydantic import (
 )
 
 from kdseg.errors import ConfigError
+from kdseg.fileio import atomic_write
 
 SITES = ("encoder", "bottleneck", "decoder", "logits")
 Site = Literal["encoder", "bottleneck", "decoder", "logits"]
@@ -348,17 +348,9 @@ def config_to_dict(cfg: KDConfig) -> dict[str, Any]:
 
 def dump_yaml(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
     """Write YAML atomically (temp file in the same folder, then rename)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "w") as f:
-            yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=None)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+    with atomic_write(path, "w") as f:
+        yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=None)
+    return Path(path)
 
 
 def save_config(cfg: KDConfig, path: str | os.PathLike) -> Path:

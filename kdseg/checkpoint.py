@@ -1,0 +1,45 @@
+"""Atomic checkpoint files.
+
+A checkpoint is written to a temporary file in the same folder and renamed over the old one, so a
+crash mid-write never leaves a truncated file where a good one was. Loading uses
+``torch.load(..., weights_only=True)``: a checkpoint holds tensors, numbers, strings and containers,
+never pickled code.
+"""
+
+from __future__ import annotations
+
+import os
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from kdseg.errors import CheckpointError
+from kdseg.fileio import atomic_write
+
+FULL_CHECKPOINT = "checkpoint.pt"  # everything needed to resume a run
+STUDENT_CHECKPOINT = "student.pt"  # the student's state_dict alone: what gets deployed
+
+
+def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` through :func:`kdseg.fileio.atomic_write` (temp file, fsync, rename)."""
+    with atomic_write(path, "wb") as f:
+        torch.save(obj, f)
+    return Path(path)
+
+
+def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
+    """Load a checkpoint safely; a missing, truncated or foreign file is a CheckpointError."""
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"{path}: checkpoint not found")
+    try:
+        return torch.load(path, map_location=map_location, weights_only=True)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
+        first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise CheckpointError(
+            f"{path}: not a readable checkpoint (truncated or corrupted?): {first}"
+        ) from None
+    except Exception as e:  # pickle.UnpicklingError and friends for files that hold more than weights
+        raise CheckpointError(f"{path}: refused to load: {type(e).__name__}: {str(e)[:200]}") from None

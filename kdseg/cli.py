@@ -1,0 +1,279 @@
+"""Command line: ``kdseg`` (train, data, sweep tools) and ``kdseg-sweep``.
+
+Heavy libraries (torch, ray, smp) are imported inside the command that needs them, so ``--help``
+answers at once. A :class:`~kdseg.errors.KdsegError` prints one ``kdseg: error: ...`` message and
+exits with status 2; nothing is written before the input has been validated.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+
+from kdseg.errors import KdsegError
+from kdseg.fileio import require_writable
+
+
+def _size(text: str) -> tuple[int, int]:
+    try:
+        h, w = (int(p) for p in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected HxW like 96x128, got {text!r}") from None
+    if h < 8 or w < 8:
+        raise argparse.ArgumentTypeError(f"size {text!r} is too small (at least 8x8)")
+    return h, w
+
+
+def _add_set(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        metavar="KEY.PATH=VALUE",
+        help="override a config key (repeatable), e.g. --set train.lr=3e-4 --set distill.sites=[logits,decoder]",
+    )
+
+
+# ---------------------------------------------------------------------------------------- train
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from kdseg.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / "train" / (cfg.name or Path(args.config).stem)
+    resume = None
+    if (out / "checkpoint.pt").exists():
+        if not args.resume:
+            raise KdsegError(
+                f"{out}: holds a training run already; pass --resume to continue it or choose another --out"
+            )
+        resume = out / "checkpoint.pt"
+    elif args.resume:
+        raise KdsegError(f"{out}: no checkpoint.pt to resume from")
+    require_writable(out, "run")
+
+    from kdseg.data import load_data
+
+    data = load_data(cfg.data, progress=True)
+    from rich.console import Console
+
+    console = Console(stderr=True)
+    console.print(
+        f"[bold]kdseg train[/] {args.config} -> {out}  "
+        f"({len(data.train.names)} train / {len(data.val.names)} val images, {data.num_classes} classes)"
+    )
+    return _run_training(cfg, data, out, resume, console)
+
+
+def _run_training(cfg, data, out: Path, resume, console) -> int:
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    from kdseg.train import Diverged, train_kd
+
+    started = time.perf_counter()
+    progress = Progress(
+        TextColumn("epoch {task.fields[epoch]}/{task.fields[epochs]}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeRemainingColumn(),
+        console=console,
+        transient=True,
+    )
+    task = progress.add_task("train", total=None, epoch=1, epochs=cfg.train.epochs)
+
+    def on_step(step: int, total: int) -> None:
+        progress.update(task, completed=step, total=total)
+
+    def report(m: dict, _ckpt) -> None:
+        teacher = (
+            f"  teacher mIoU {m['teacher_val_miou']:.3f}" if m.get("teacher_val_miou") is not None else ""
+        )
+        loss = f"{m['train_loss']:.3f}" if m.get("train_loss") is not None else "-"
+        progress.console.print(
+            f"epoch {m['epoch']:>3}/{cfg.train.epochs}  loss {loss}  student mIoU {m['val_miou']:.3f}{teacher}"
+            f"  {m['images_per_s']:.1f} img/s"
+        )
+        progress.update(task, epoch=min(m["epoch"] + 1, cfg.train.epochs), completed=0)
+
+    try:
+        with progress:
+            last = train_kd(cfg, data, report, run_dir=out, resume=resume, on_step=on_step)
+    except Diverged as e:
+        console.print(f"[red]diverged:[/] {e}")
+        return 1
+    took = time.perf_counter() - started
+    s = cfg.student
+    student = s.arch if s.arch == "lightweight_unet" else f"{s.arch}/{s.encoder}"
+    teacher = f" (teacher {last['teacher_val_miou']:.3f})" if last.get("teacher_val_miou") is not None else ""
+    if not last:
+        print(f"nothing to do: {out} already finished {cfg.train.epochs} epochs")
+        return 0
+    print(
+        f"done: student {student} {last['student_params'] / 1e6:.2f}M params, val mIoU "
+        f"{last['val_miou']:.4f}{teacher}, {last['epoch']} epochs in {took:.0f}s -> {out / 'student.pt'}"
+    )
+    return 0
+
+
+# ----------------------------------------------------------------------------------------- data
+
+
+def cmd_data_synth(args: argparse.Namespace) -> int:
+    from kdseg.data import write_synth
+
+    out = Path(args.out)
+    if out.exists() and any(out.iterdir()) and not args.force:
+        raise KdsegError(f"{out}: exists and is not empty; pass --force to overwrite")
+    require_writable(out, "run")
+    started = time.perf_counter()
+    write_synth(out, n=args.n, size=args.size, seed=args.seed, progress=True)
+    print(
+        f"wrote {args.n} synthetic road scenes ({args.size[0]}x{args.size[1]}, seed {args.seed}) to {out} "
+        f"in {time.perf_counter() - started:.1f}s (carla layout: CameraRGB/, CameraSeg/)"
+    )
+    return 0
+
+
+# ---------------------------------------------------------------------------------------- sweep
+
+
+def cmd_sweep(args: argparse.Namespace) -> int:
+    from kdseg.sweep import plan_sweep, run_sweep
+
+    plan = plan_sweep(
+        args.space,
+        out_root=args.out,
+        name=args.name,
+        overrides=args.overrides,
+        address=args.address,
+        verbose=args.verbose,
+    )
+    return _print_sweep_result(run_sweep(plan))
+
+
+def cmd_resume(args: argparse.Namespace) -> int:
+    from kdseg.sweep import resume_sweep
+
+    return _print_sweep_result(resume_sweep(args.sweep_dir, address=args.address, verbose=args.verbose))
+
+
+def _print_sweep_result(result) -> int:
+    from rich.console import Console
+
+    from kdseg.ranking import render_leaderboard
+
+    console = Console()
+    if not console.is_terminal:  # logs and CI: wide enough for the whole table
+        console = Console(width=160)
+    console.print(render_leaderboard(result.leaderboard, title=f"leaderboard: {result.sweep_dir.name}"))
+    counts: dict[str, int] = {}
+    for row in result.leaderboard:
+        counts[row["status"]] = counts.get(row["status"], 0) + 1
+    summary = ", ".join(f"{n} {status}" for status, n in sorted(counts.items()))
+    console.print(
+        f"{len(result.leaderboard)} trials ({summary}) in {result.wall_time_s:.0f}s", highlight=False
+    )
+    console.print(f"leaderboard: {result.sweep_dir / 'leaderboard.csv'}", highlight=False)
+    if result.best_config is None:
+        console.print("no trial produced a result; see the errors above", style="red")
+        return 1
+    console.print(f"best config: {result.best_config}", highlight=False)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from kdseg.export import export_config
+
+    path, row = export_config(args.sweep_dir, out=args.output, rank_by=args.rank_by)
+    print(
+        f"wrote {path}: trial {row['trial_id']} ({row.get('teacher')} -> {row.get('student')}, "
+        f"val mIoU {row.get('val_miou'):.4f}); train it with: kdseg train {path}"
+    )
+    return 0
+
+
+# --------------------------------------------------------------------------------------- parser
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(
+        prog="kdseg",
+        description="Online knowledge distillation for semantic segmentation: train, sweep, compare, export.",
+    )
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    t = sub.add_parser("train", help="train a teacher/student pair from a config (no Ray)")
+    t.add_argument("config", help="training config YAML (see experiments/)")
+    t.add_argument("--out", help="run folder (default: runs/train/<config name>)")
+    t.add_argument("--resume", action="store_true", help="continue from OUT/checkpoint.pt")
+    _add_set(t)
+    t.set_defaults(func=cmd_train)
+
+    d = sub.add_parser("data", help="dataset tools")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="TOOL")
+    s = dsub.add_parser("synth", help="generate procedural road scenes in the carla (Lyft-Udacity) layout")
+    s.add_argument("--out", required=True, help="output folder (gets CameraRGB/ and CameraSeg/)")
+    s.add_argument("--n", type=int, default=64, help="number of image/label pairs (default 64)")
+    s.add_argument("--size", type=_size, default=(96, 96), help="HxW (default 96x96)")
+    s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    s.add_argument("--force", action="store_true", help="overwrite a non-empty folder")
+    s.set_defaults(func=cmd_data_synth)
+
+    sw = sub.add_parser("sweep", help="run a hyper-parameter sweep (same as kdseg-sweep)")
+    sw.add_argument("space", help="search space YAML (see search_spaces/)")
+    sw.add_argument("--out", default="runs", help="root folder of sweeps (default: runs)")
+    sw.add_argument("--name", help="sweep name = folder and Optuna study name (default: the space's name)")
+    sw.add_argument(
+        "--address", help="join a Ray cluster (e.g. auto or ray://host:10001) instead of local Ray"
+    )
+    sw.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    _add_set(sw)
+    sw.set_defaults(func=cmd_sweep)
+
+    r = sub.add_parser("resume", help="continue an interrupted sweep")
+    r.add_argument("sweep_dir", help="the sweep folder (runs/NAME)")
+    r.add_argument("--address", help="join a Ray cluster instead of local Ray")
+    r.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    r.set_defaults(func=cmd_resume)
+
+    e = sub.add_parser("export", help="write the best trial's complete training config")
+    e.add_argument("sweep_dir", help="the sweep folder (runs/NAME)")
+    e.add_argument("-o", "--output", help="output file (default: SWEEP_DIR/best_config.yaml)")
+    e.add_argument(
+        "--rank-by",
+        help="rank by this leaderboard column instead of the sweep's objective "
+        "(iou_per_mparam, val_miou, pareto, teacher_val_miou, ...)",
+    )
+    e.set_defaults(func=cmd_export)
+    return p
+
+
+def _run(func: Callable[[argparse.Namespace], int], args: argparse.Namespace) -> int:
+    try:
+        return func(args)
+    except KdsegError as e:
+        print(f"kdseg: error: {e}", file=sys.stderr)
+        return e.exit_code
+    except KeyboardInterrupt:
+        print("kdseg: interrupted", file=sys.stderr)
+        return 130
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    return _run(args.func, args)
+
+
+def sweep_main(argv: Sequence[str] | None = None) -> int:
+    """``kdseg-sweep SPACE.yaml ...``: the same as ``kdseg sweep SPACE.yaml ...``."""
+    argv = list(sys.argv[1:] if argv is None else argv)
+    return main(["sweep", *argv])
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,31 @@
+"""Distillation losses, feature adapters, alternation schedules and the combined objective.
+
+See :mod:`kdseg.distill.objective` for how the terms combine and :mod:`kdseg.distill.schedule` for
+the alternation semantics.
+"""
+
+from kdseg.distill.adapters import FEATURE_SITES, FeatureAdapters, pair_indices
+from kdseg.distill.entropy import softmax_entropy
+from kdseg.distill.features import FEATURE_LOSSES, cosine_loss, cwd_loss, get_feature_loss, mse_loss
+from kdseg.distill.hard import hard_loss
+from kdseg.distill.objective import KDObjective
+from kdseg.distill.schedule import ALTERNATIONS, Phase, phase_for
+from kdseg.distill.soft import soft_kl
+
+__all__ = [
+    "ALTERNATIONS",
+    "FEATURE_LOSSES",
+    "FEATURE_SITES",
+    "FeatureAdapters",
+    "KDObjective",
+    "Phase",
+    "cosine_loss",
+    "cwd_loss",
+    "get_feature_loss",
+    "hard_loss",
+    "mse_loss",
+    "pair_indices",
+    "phase_for",
+    "soft_kl",
+    "softmax_entropy",
+]

@@ -1,0 +1,221 @@
+"""The distillation objective: the student's and the teacher's losses, built from ``DistillConfig``.
+
+Student loss (``student_loss``), with ``CE`` the hard cross-entropy, ``KL`` :func:`soft_kl` against
+the *detached* teacher logits, and ``F`` the feature loss of the adapted student features against
+the *detached* teacher features::
+
+    L_s = w_hard * CE + w_distill * (alpha * KL  +  feature_weight * F)
+
+- ``KL`` is present only when ``"logits"`` is in ``distill.sites``; ``F`` only when a feature site
+  (``encoder``, ``bottleneck``, ``decoder``) is. ``F`` is the mean over the configured feature sites
+  of the mean over that site's paired tensors (so each site weighs the same, whatever its number of
+  stages; see :mod:`kdseg.distill.adapters` for the pairing).
+- Combined step (``phase.student_hard and phase.student_distill``, e.g. ``alternation: none``):
+  ``w_distill = 1`` and ``w_hard = 1 - alpha`` if ``"logits"`` is a site, else ``1``.
+- Hard-only step (alternation): ``w_hard = 1``, ``w_distill = 0`` (plain CE, no ``1 - alpha``).
+- Distillation-only step (alternation): ``w_hard = 0``, ``w_distill = 1`` (``alpha * KL +
+  feature_weight * F``).
+- Neither (the teacher's step of ``teacher_student``): a zero loss that is still differentiable.
+- ``mode: none``: ``CE`` only, whatever the phase and sites; no teacher inputs are needed.
+
+Teacher loss (``teacher_loss``)::
+
+    L_t = CE(t) [+ alpha * KL(student.detach() || teacher) if mode == "mutual"] - beta * H_T(t)
+
+where the mutual term is ``soft_kl(t_logits, s_logits.detach(), T)`` (Deep Mutual Learning: the
+teacher also imitates the student) and ``H_T`` is :func:`softmax_entropy` at temperature ``T``,
+``beta = distill.teacher_entropy`` (a positive beta rewards softer teacher outputs).
+
+Both return ``(loss, parts)``; ``parts`` holds plain floats of the *unweighted* components and the
+weighted ``total``: student ``hard, soft, feature, total``; teacher ``hard, soft, entropy, total``
+(components not computed this step are 0.0).
+
+The feature adapters live in ``self.adapters`` (an empty module when no feature site is used), so
+``objective.parameters()`` belongs in the student's optimiser; they are not student parameters.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+
+import torch
+from torch import Tensor, nn
+
+from kdseg.config import DistillConfig
+from kdseg.distill.adapters import FEATURE_SITES, FeatureAdapters, Shapes
+from kdseg.distill.entropy import softmax_entropy
+from kdseg.distill.features import get_feature_loss
+from kdseg.distill.hard import hard_loss
+from kdseg.distill.schedule import Phase
+from kdseg.distill.soft import soft_kl
+
+Features = Mapping[str, Sequence[Tensor] | Tensor]
+
+FULL_PHASE = Phase(update_teacher=True, update_student=True, student_hard=True, student_distill=True)
+
+
+def _as_list(feats: Features | None, site: str, who: str) -> list[Tensor]:
+    if feats is None or site not in feats:
+        raise ValueError(f"student_loss: {who} features for site {site!r} are missing")
+    value = feats[site]
+    return [value] if isinstance(value, Tensor) else list(value)
+
+
+def _floats(parts: dict[str, Tensor | float]) -> dict[str, float]:
+    # One host sync for all components.
+    keys = list(parts)
+    tensors = [
+        v.detach().float().reshape(()) if isinstance(v, Tensor) else torch.tensor(float(v))
+        for v in parts.values()
+    ]
+    device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
+    values = torch.stack([t.to(device) for t in tensors]).tolist()
+    return dict(zip(keys, values, strict=True))
+
+
+class KDObjective(nn.Module):
+    """Student and teacher losses for one :class:`~kdseg.config.DistillConfig`.
+
+    ``student_shapes`` / ``teacher_shapes`` (``{site: [(C, H, W), ...]}``, from
+    ``kdseg.models.feature_shapes``) are required when ``cfg.sites`` names a feature site and the
+    mode has a teacher. ``class_weights`` [num_classes] weights the cross-entropy of both networks.
+    ``feature_loss_kwargs`` go to the feature loss (e.g. ``{"tau": 2.0}`` for ``cwd``).
+    """
+
+    def __init__(
+        self,
+        cfg: DistillConfig,
+        num_classes: int,
+        ignore_index: int = 255,
+        class_weights: Tensor | None = None,
+        student_shapes: Shapes | None = None,
+        teacher_shapes: Shapes | None = None,
+        feature_loss_kwargs: Mapping[str, float] | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.mode = cfg.mode
+        self.num_classes = int(num_classes)
+        self.ignore_index = int(ignore_index)
+        self.temperature = float(cfg.temperature)
+        self.alpha = float(cfg.alpha)
+        self.feature_weight = float(cfg.feature_weight)
+        self.teacher_entropy = float(cfg.teacher_entropy)
+        self.uses_teacher = cfg.mode != "none"
+        self.distills_logits = self.uses_teacher and "logits" in cfg.sites
+        self.feature_sites: tuple[str, ...] = (
+            tuple(s for s in cfg.sites if s in FEATURE_SITES) if self.uses_teacher else ()
+        )
+        self.feature_loss = get_feature_loss(cfg.feature_loss)
+        self.feature_loss_kwargs = dict(feature_loss_kwargs or {})
+        if class_weights is not None:
+            class_weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
+            if class_weights.numel() != self.num_classes:
+                raise ValueError(
+                    f"class_weights has {class_weights.numel()} entries; expected num_classes={num_classes}"
+                )
+        self.register_buffer("class_weights", class_weights, persistent=False)
+        if self.feature_sites:
+            if student_shapes is None or teacher_shapes is None:
+                raise ValueError(
+                    f"distill.sites {list(self.feature_sites)} need student_shapes and teacher_shapes "
+                    "(kdseg.models.feature_shapes) to build the feature adapters"
+                )
+            self.adapters: nn.Module = FeatureAdapters(student_shapes, teacher_shapes, self.feature_sites)
+        else:
+            self.adapters = nn.Module()
+
+    # ------------------------------------------------------------------------------------ helpers
+
+    def _ce(self, logits: Tensor, target: Tensor) -> Tensor:
+        return hard_loss(logits, target, self.ignore_index, self.class_weights)
+
+    def _features(self, s_feats: Features | None, t_feats: Features | None) -> Tensor:
+        assert isinstance(self.adapters, FeatureAdapters)
+        per_site = []
+        for site in self.feature_sites:
+            s_list = _as_list(s_feats, site, "student")
+            t_list = _as_list(t_feats, site, "teacher")
+            n_s, n_t = len(self.adapters.student_shapes[site]), len(self.adapters.teacher_shapes[site])
+            if len(s_list) != n_s or len(t_list) != n_t:
+                raise ValueError(
+                    f"student_loss: site {site!r} got {len(s_list)} student and {len(t_list)} teacher "
+                    f"tensors; the adapters were built for {n_s} and {n_t}"
+                )
+            losses = []
+            for k, (i, j) in enumerate(self.adapters.pairs(site)):
+                t = t_list[j].detach()
+                s = self.adapters(site, k, s_list[i], t)
+                losses.append(self.feature_loss(s, t, **self.feature_loss_kwargs))
+            per_site.append(torch.stack(losses).mean())
+        return torch.stack(per_site).mean()
+
+    # ------------------------------------------------------------------------------------- losses
+
+    def student_loss(
+        self,
+        s_logits: Tensor,
+        s_feats: Features | None,
+        t_logits: Tensor | None,
+        t_feats: Features | None,
+        target: Tensor,
+        phase: Phase | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The student's loss for one batch (module docstring); teacher inputs are detached here.
+
+        ``phase`` defaults to the combined phase (``alternation: none``). ``t_logits`` / ``t_feats``
+        may be None with ``mode: none`` or when the phase has no distillation term.
+        """
+        phase = phase or FULL_PHASE
+        zero = s_logits.float().sum() * 0.0 + 0.0  # differentiable +0.0 on the right device
+        hard_on = phase.student_hard or not self.uses_teacher
+        distill_on = phase.student_distill and self.uses_teacher
+        has_distill_terms = self.distills_logits or bool(self.feature_sites)
+        if hard_on and distill_on and self.distills_logits:
+            w_hard = 1.0 - self.alpha
+        else:
+            w_hard = 1.0
+
+        hard = soft = feat = zero
+        total = zero
+        if hard_on:
+            hard = self._ce(s_logits, target)
+            total = total + w_hard * hard
+        if distill_on and has_distill_terms:
+            if self.distills_logits:
+                if t_logits is None:
+                    raise ValueError("student_loss: teacher logits are needed to distil at site 'logits'")
+                soft = soft_kl(s_logits, t_logits.detach(), self.temperature)
+                total = total + self.alpha * soft
+            if self.feature_sites:
+                feat = self._features(s_feats, t_feats)
+                total = total + self.feature_weight * feat
+        return total, _floats({"hard": hard, "soft": soft, "feature": feat, "total": total})
+
+    def teacher_loss(
+        self,
+        t_logits: Tensor,
+        target: Tensor,
+        s_logits: Tensor | None = None,
+    ) -> tuple[Tensor, dict[str, float]]:
+        """The teacher's loss: CE (+ alpha * KL to the detached student if mutual) - beta * entropy."""
+        zero = t_logits.float().sum() * 0.0 + 0.0
+        hard = self._ce(t_logits, target)
+        total = hard
+        soft = entropy = zero
+        if self.mode == "mutual":
+            if s_logits is None:
+                raise ValueError("teacher_loss: mode 'mutual' needs the student's logits (s_logits)")
+            soft = soft_kl(t_logits, s_logits.detach(), self.temperature)
+            total = total + self.alpha * soft
+        if self.teacher_entropy > 0.0:
+            entropy = softmax_entropy(t_logits, self.temperature)
+            total = total - self.teacher_entropy * entropy
+        return total, _floats({"hard": hard, "soft": soft, "entropy": entropy, "total": total})
+
+    def extra_repr(self) -> str:
+        return (
+            f"mode={self.mode}, sites={list(self.cfg.sites)}, T={self.temperature}, alpha={self.alpha}, "
+            f"feature_loss={self.cfg.feature_loss}, feature_weight={self.feature_weight}, "
+            f"teacher_entropy={self.teacher_entropy}"
+        )

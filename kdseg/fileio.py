@@ -1,0 +1,51 @@
+"""Small file-system helpers shared by every writer: atomic writes and writability checks."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import IO
+
+from kdseg.errors import KdsegError
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+@contextmanager
+def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+    """Write ``path`` through a temporary sibling renamed into place on success.
+
+    Readers never see a half-written file, and a crash leaves the previous version intact.
+    Binary files are fsynced before the rename (checkpoints must survive a power cut).
+    """
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; these are ordinary files
+        with os.fdopen(fd, mode, **open_kwargs) as f:
+            yield f
+            f.flush()
+            if "b" in mode:
+                os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def require_writable(folder: str | os.PathLike, what: str = "output") -> None:
+    """Fail before any work starts if ``folder`` cannot be created or written."""
+    folder = Path(folder)
+    probe = folder
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
+        raise KdsegError(f"{folder}: cannot write the {what} here ({probe} is not a writable folder)")

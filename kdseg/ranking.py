@@ -1,0 +1,374 @@
+"""Ranking the trials of a sweep: the leaderboard, the Pareto front, and their files.
+
+A leaderboard row is a plain dict, one per trial, with at least ``trial_id``, ``status``,
+the descriptive columns of :func:`kdseg.space.describe_trial`, ``student_params``, ``val_miou`` (last
+reported) and ``epochs`` (epochs completed). :func:`build_leaderboard` adds ``iou_per_mparam``
+(``val_miou / (student_params / 1e6)``), ``pareto`` and ``rank``, and orders the rows:
+
+1. trials that reached ``max_t`` epochs (whatever their status, unless it is error/diverged),
+2. trials stopped early by ASHA (and trials still running),
+3. failed trials (``error``, ``diverged``),
+
+each tier by the sweep's objective: ``iou_per_mparam`` or ``val_miou`` descending, or for ``pareto``
+the front's members first, then ``val_miou`` descending. Rows without a ``val_miou`` come last in their
+tier; ties go to the smaller student, then to the trial id. The Pareto front (maximise ``val_miou``,
+minimise ``student_params``) is computed over every row that has both numbers; equal points are all on it.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import os
+from collections.abc import Iterable, Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from kdseg.fileio import atomic_write
+
+__all__ = [
+    "FAILED_STATUSES",
+    "LEADERBOARD_COLUMNS",
+    "OBJECTIVES",
+    "STATUSES",
+    "best_row",
+    "build_leaderboard",
+    "iou_per_mparam",
+    "leaderboard_columns",
+    "pareto_mask",
+    "plot_pareto",
+    "read_leaderboard_csv",
+    "render_leaderboard",
+    "write_leaderboard_csv",
+]
+
+LEADERBOARD_COLUMNS = [
+    "rank",
+    "trial_id",
+    "status",
+    "teacher",
+    "student",
+    "mode",
+    "temperature",
+    "alpha",
+    "distill_site",
+    "alternation",
+    "student_params",
+    "val_miou",
+    "teacher_val_miou",
+    "iou_per_mparam",
+    "epochs",
+    "pareto",
+    "error",
+]
+STATUSES = ("completed", "stopped", "running", "error", "diverged")
+FAILED_STATUSES = ("error", "diverged")
+OBJECTIVES = ("iou_per_mparam", "val_miou", "pareto")
+
+# Column types restored when a leaderboard CSV is read back; other columns are inferred.
+_STR_COLUMNS = {"trial_id", "status", "teacher", "student", "mode", "distill_site", "alternation", "error"}
+_INT_COLUMNS = {"rank", "student_params", "epochs"}
+_FLOAT_COLUMNS = {"temperature", "alpha", "val_miou", "teacher_val_miou", "iou_per_mparam"}
+_BOOL_COLUMNS = {"pareto"}
+
+
+def _num(x: Any) -> float | None:
+    """A finite float, or None (missing, NaN, inf, not a number)."""
+    if x is None or isinstance(x, bool):
+        return None
+    try:
+        f = float(x)
+    except (TypeError, ValueError):
+        return None
+    return f if math.isfinite(f) else None
+
+
+def iou_per_mparam(val_miou: Any, student_params: Any) -> float | None:
+    """``val_miou / (student_params / 1e6)``; None when either is missing or params <= 0."""
+    miou, params = _num(val_miou), _num(student_params)
+    if miou is None or params is None or params <= 0:
+        return None
+    return miou / (params / 1e6)
+
+
+def pareto_mask(mious: Sequence[Any], params: Sequence[Any]) -> list[bool]:
+    """Non-dominated points for (val_miou: max, student_params: min).
+
+    A point is dominated when another is at least as good on both and strictly better on one;
+    identical points do not dominate each other. Points missing either number are never on the front.
+    """
+    if len(mious) != len(params):
+        raise ValueError(f"{len(mious)} mIoU values but {len(params)} parameter counts")
+    pts = [(_num(m), _num(p)) for m, p in zip(mious, params, strict=True)]
+    mask = []
+    for i, (mi, pi) in enumerate(pts):
+        if mi is None or pi is None:
+            mask.append(False)
+            continue
+        dominated = any(
+            j != i and mj is not None and pj is not None and mj >= mi and pj <= pi and (mj > mi or pj < pi)
+            for j, (mj, pj) in enumerate(pts)
+        )
+        mask.append(not dominated)
+    return mask
+
+
+def _tier(row: Mapping[str, Any], max_t: int) -> int:
+    if row.get("status") in FAILED_STATUSES:
+        return 2
+    epochs = _num(row.get("epochs")) or 0
+    return 0 if epochs >= max_t else 1
+
+
+def _sort_key(row: Mapping[str, Any], objective: str, max_t: int) -> tuple:
+    miou = _num(row.get("val_miou"))
+    params = _num(row.get("student_params"))
+    if objective == "iou_per_mparam":
+        primary = _num(row.get("iou_per_mparam"))
+        key: tuple = (primary is None, -(primary or 0.0))
+    elif objective == "pareto":
+        key = (miou is None, not row.get("pareto"), -(miou or 0.0))
+    else:  # val_miou, or any numeric column (higher is better), e.g. teacher_val_miou
+        value = _num(row.get(objective))
+        key = (value is None, -(value or 0.0))
+    return (
+        _tier(row, max_t),
+        *key,
+        -(miou if miou is not None else -math.inf),
+        params if params is not None else math.inf,
+        str(row.get("trial_id", "")),
+    )
+
+
+def build_leaderboard(rows: Iterable[Mapping[str, Any]], objective: str, max_t: int) -> list[dict[str, Any]]:
+    """Rows ranked as the module docstring says, with ``iou_per_mparam``, ``pareto`` and ``rank`` filled."""
+    out = [dict(r) for r in rows]
+    if objective not in OBJECTIVES and not any(_num(r.get(objective)) is not None for r in out):
+        raise ValueError(
+            f"cannot rank by {objective!r}: use {', '.join(OBJECTIVES)} or a numeric leaderboard column"
+        )
+    for r in out:
+        if _num(r.get("iou_per_mparam")) is None:
+            r["iou_per_mparam"] = iou_per_mparam(r.get("val_miou"), r.get("student_params"))
+    front = pareto_mask([r.get("val_miou") for r in out], [r.get("student_params") for r in out])
+    for r, on in zip(out, front, strict=True):
+        r["pareto"] = on
+    out.sort(key=lambda r: _sort_key(r, objective, max_t))
+    for i, r in enumerate(out, start=1):
+        r["rank"] = i
+    return out
+
+
+def best_row(rows: Sequence[Mapping[str, Any]], max_t: int | None = None) -> dict[str, Any] | None:
+    """The first row with a ``val_miou``, preferring trials that ran to the end.
+
+    Rows are taken in the given order (a built leaderboard's is the ranking). With ``max_t``, a row
+    "ran to the end" when ``epochs >= max_t``; without, when its status is ``completed``. Failed rows
+    (error/diverged) are used only when nothing else has a ``val_miou``. None when no row has one.
+    """
+
+    def finished(r: Mapping[str, Any]) -> bool:
+        if max_t is not None:
+            return (_num(r.get("epochs")) or 0) >= max_t
+        return r.get("status") == "completed"
+
+    scored = [r for r in rows if _num(r.get("val_miou")) is not None]
+    ok = [r for r in scored if r.get("status") not in FAILED_STATUSES]
+    for pool in ([r for r in ok if finished(r)], ok, scored):
+        if pool:
+            return dict(pool[0])
+    return None
+
+
+# ------------------------------------------------------------------------------------------- CSV
+
+
+def leaderboard_columns(rows: Iterable[Mapping[str, Any]]) -> list[str]:
+    """LEADERBOARD_COLUMNS, then any other keys of the rows in first-seen order."""
+    cols = list(LEADERBOARD_COLUMNS)
+    seen = set(cols)
+    for r in rows:
+        for k in r:
+            if k not in seen:
+                seen.add(k)
+                cols.append(k)
+    return cols
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return ""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float):
+        return repr(v)
+    if isinstance(v, (list, tuple)):
+        return "+".join(str(x) for x in v)
+    return str(v)
+
+
+def write_leaderboard_csv(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike) -> Path:
+    """Write the rows as CSV atomically (temp file in the same folder, then rename)."""
+    cols = leaderboard_columns(rows)
+    with atomic_write(path, "w", newline="") as f:
+        w = csv.writer(f)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow([_cell(r.get(c)) for c in cols])
+    return Path(path)
+
+
+def _infer(s: str) -> Any:
+    low = s.lower()
+    if low in ("true", "false"):
+        return low == "true"
+    if s.lstrip("+-").isdigit():
+        return int(s)
+    try:
+        return float(s)
+    except ValueError:
+        return s
+
+
+def _parse_cell(col: str, s: str) -> Any:
+    if s == "":
+        return None
+    try:
+        if col in _STR_COLUMNS:
+            return s
+        if col in _INT_COLUMNS:
+            return int(float(s)) if not s.lstrip("+-").isdigit() else int(s)
+        if col in _FLOAT_COLUMNS:
+            return float(s)
+        if col in _BOOL_COLUMNS:
+            return s.lower() in ("true", "1", "yes")
+    except ValueError:
+        return s
+    return _infer(s)
+
+
+def read_leaderboard_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """Rows of a leaderboard CSV with types restored (empty cells are None)."""
+    with open(path, newline="") as f:
+        return [{k: _parse_cell(k, v) for k, v in r.items()} for r in csv.DictReader(f)]
+
+
+# ----------------------------------------------------------------------------------------- display
+
+
+def _fmt(v: Any, spec: str) -> str:
+    f = _num(v)
+    return "-" if f is None else format(f, spec)
+
+
+def render_leaderboard(
+    rows: Sequence[Mapping[str, Any]], max_rows: int = 20, title: str | None = "Leaderboard"
+):
+    """A compact :class:`rich.table.Table` of the first ``max_rows`` rows."""
+    from rich.table import Table
+
+    table = Table(title=title, header_style="bold", show_lines=False, pad_edge=False)
+    for name, justify in (
+        ("#", "right"),
+        ("trial", "left"),
+        ("status", "left"),
+        ("teacher -> student", "left"),
+        ("T", "right"),
+        ("alpha", "right"),
+        ("sites", "left"),
+        ("params M", "right"),
+        ("val mIoU", "right"),
+        ("IoU/Mparam", "right"),
+        ("ep", "right"),
+        ("*", "center"),
+    ):
+        table.add_column(name, justify=justify, no_wrap=name != "teacher -> student")
+    styles = {"error": "red", "diverged": "red", "stopped": "dim", "running": "yellow"}
+    for i, r in enumerate(rows[:max_rows], start=1):
+        params = _num(r.get("student_params"))
+        table.add_row(
+            str(r.get("rank", i)),
+            str(r.get("trial_id", "")),
+            str(r.get("status", "")),
+            f"{r.get('teacher') or '-'} -> {r.get('student') or '-'}",
+            _fmt(r.get("temperature"), ".2f"),
+            _fmt(r.get("alpha"), ".2f"),
+            str(r.get("distill_site") or "-"),
+            "-" if params is None else f"{params / 1e6:.2f}",
+            _fmt(r.get("val_miou"), ".4f"),
+            _fmt(r.get("iou_per_mparam"), ".4f"),
+            "-" if r.get("epochs") is None else str(r.get("epochs")),
+            "*" if r.get("pareto") else "",
+            style=styles.get(str(r.get("status")), None),
+        )
+    if len(rows) > max_rows:
+        table.caption = f"... and {len(rows) - max_rows} more (see leaderboard.csv)"
+    return table
+
+
+def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, title: str | None = None) -> Path:
+    """PNG of val_miou against student parameters (log x), front connected, no-KD baselines marked."""
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    pts = [
+        r for r in rows if _num(r.get("val_miou")) is not None and (_num(r.get("student_params")) or 0) > 0
+    ]
+    front = pareto_mask([r["val_miou"] for r in pts], [r["student_params"] for r in pts])
+
+    fig = Figure(figsize=(7, 4.5), dpi=120)
+    FigureCanvasAgg(fig)
+    ax = fig.add_subplot()
+    if not pts:
+        ax.text(
+            0.5, 0.5, "no trial has reported val_miou yet", ha="center", va="center", transform=ax.transAxes
+        )
+        ax.set_axis_off()
+    else:
+        groups = {
+            "KD trial": [r for r, f in zip(pts, front, strict=True) if not f and r.get("mode") != "none"],
+            "Pareto front": [r for r, f in zip(pts, front, strict=True) if f and r.get("mode") != "none"],
+            "no-KD baseline": [r for r in pts if r.get("mode") == "none"],
+        }
+        style = {
+            "KD trial": dict(s=22, c="0.6", marker="o", zorder=2),
+            "Pareto front": dict(s=50, c="tab:blue", marker="o", edgecolors="black", zorder=4),
+            "no-KD baseline": dict(s=70, c="tab:red", marker="X", zorder=5),
+        }
+        for name, rs in groups.items():
+            if rs:
+                ax.scatter(
+                    [r["student_params"] / 1e6 for r in rs],
+                    [r["val_miou"] for r in rs],
+                    label=name,
+                    **style[name],
+                )
+        on = sorted((r for r, f in zip(pts, front, strict=True) if f), key=lambda r: r["student_params"])
+        ax.plot(
+            [r["student_params"] / 1e6 for r in on],
+            [r["val_miou"] for r in on],
+            color="tab:blue",
+            lw=1.2,
+            drawstyle="steps-post",
+            zorder=3,
+        )
+        for r in on:
+            ax.annotate(
+                str(r.get("student") or r.get("trial_id", "")),
+                (r["student_params"] / 1e6, r["val_miou"]),
+                textcoords="offset points",
+                xytext=(4, 4),
+                fontsize=7,
+            )
+        ax.set_xscale("log")
+        ax.set_xlabel("student parameters (M, log scale)")
+        ax.set_ylabel("val mIoU")
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(loc="lower right", fontsize=8)
+    ax.set_title(title or "mIoU vs. student size")
+    fig.tight_layout()
+    with atomic_write(path, "wb") as f:
+        fig.savefig(f, format="png")
+    return path

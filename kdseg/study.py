@@ -1,0 +1,164 @@
+"""Optuna storage for sweeps, and a searcher that keeps the study honest.
+
+Storage (``storage:`` in the space file):
+- ``null``: SQLite ``optuna.db`` in the sweep folder;
+- any SQLAlchemy URL (``postgresql://user@host/db``, ``sqlite:////abs/path.db``);
+- ``journal:PATH``: Optuna's journal file (good for NFS without a database server).
+
+Ray's ``OptunaSearch`` tells Optuna that a trial ASHA stopped COMPLETED with its low-rung value,
+which misleads TPE and every dashboard. :class:`HonestOptunaSearch` records ASHA-stopped trials as
+PRUNED (their per-epoch values were reported as intermediate values), errored and diverged trials
+as FAIL, and only trials that ran to ``max_t`` as COMPLETE. Every Optuna trial carries the Ray
+trial id in its user attributes (``ray_trial_id``) and kdseg's status (``kdseg_status``).
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+from optuna.trial import TrialState
+from ray.tune.search.optuna import OptunaSearch
+
+from kdseg.errors import ConfigError
+
+log = logging.getLogger(__name__)
+
+DEFAULT_DB = "optuna.db"
+
+
+def storage_url(storage: str | None, sweep_dir: Path) -> str:
+    """The storage the sweep uses, as a string (``journal:PATH`` or an SQLAlchemy URL)."""
+    if storage is None:
+        return f"sqlite:///{(Path(sweep_dir) / DEFAULT_DB).resolve()}"
+    return storage
+
+
+def open_storage(url: str):
+    """An Optuna storage object for ``url``; unreachable or malformed URLs are ConfigErrors."""
+    import optuna
+
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:")).expanduser().resolve()
+        if not path.parent.is_dir():
+            raise ConfigError(f"storage: journal folder {path.parent} does not exist")
+        from optuna.storages.journal import JournalFileBackend, JournalStorage
+
+        return JournalStorage(JournalFileBackend(str(path)))
+    if "://" not in url:
+        raise ConfigError(f"storage: {url!r} is neither an SQLAlchemy URL (dialect://...) nor journal:PATH")
+    try:
+        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
+    except Exception as e:  # sqlalchemy raises many kinds; every one means "cannot use this storage"
+        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+        raise ConfigError(f"storage: cannot open {_redact(url)}: {first}") from None
+
+
+def _engine_kwargs(url: str) -> dict[str, Any]:
+    if url.startswith("sqlite"):
+        return {"connect_args": {"timeout": 60}}
+    # fail fast on unreachable servers instead of hanging a sweep
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+
+
+def _redact(url: str) -> str:
+    """Hide a password in ``scheme://user:password@host``."""
+    if "@" in url and "://" in url:
+        scheme, rest = url.split("://", 1)
+        cred, host = rest.rsplit("@", 1)
+        user = cred.split(":", 1)[0]
+        return f"{scheme}://{user}:***@{host}" if ":" in cred else url
+    return url
+
+
+def study_exists(storage, name: str) -> bool:
+    import optuna
+
+    return any(
+        s.study_name == name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
+    )
+
+
+def make_searcher(*, metric, mode, study_name: str, storage, seed: int, points_to_evaluate, max_t: int):
+    """An :class:`HonestOptunaSearch` (seeded TPE) storing into ``storage``; Tune hands it the space."""
+    import optuna
+
+    sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=4)
+    return HonestOptunaSearch(
+        metric=metric,
+        mode=mode,
+        points_to_evaluate=points_to_evaluate or None,
+        sampler=sampler,
+        study_name=study_name,
+        storage=storage,
+        max_t=max_t,
+    )
+
+
+class HonestOptunaSearch(OptunaSearch):
+    """OptunaSearch that records ASHA stops as PRUNED and failures as FAIL."""
+
+    def __init__(self, *args, max_t: int, **kwargs):
+        super().__init__(*args, **kwargs)
+        self._max_t = max_t
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if self.metric not in (None, []) and not isinstance(self.metric, list):
+            if result.get(self.metric) is None:  # a diverged trial's last report has no value
+                return
+        super().on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self._completed_trials:
+            return
+        ot_trial = self._ot_trials.get(trial_id)
+        if ot_trial is None:
+            return
+        status = trial_status(result, error, self._max_t)
+        ot_trial.set_user_attr("ray_trial_id", trial_id)
+        ot_trial.set_user_attr("kdseg_status", status)
+        values = None
+        state = TrialState.FAIL
+        if status == "completed":
+            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+            values = [result.get(m) for m in metrics]
+            state = TrialState.COMPLETE if all(v is not None for v in values) else TrialState.FAIL
+            if state is TrialState.FAIL:
+                values = None
+            elif not isinstance(self.metric, list):
+                values = values[0]
+        elif status == "stopped":
+            state = TrialState.PRUNED
+        try:
+            self._ot_study.tell(ot_trial, values, state=state)
+        except Exception as e:  # never let bookkeeping crash a sweep
+            log.warning("optuna: could not record trial %s: %s", trial_id, e)
+        self._completed_trials.add(trial_id)
+
+
+def trial_status(result: dict | None, error: bool, max_t: int) -> str:
+    """kdseg's status of a finished trial: completed, stopped (ASHA), diverged or error."""
+    if error:
+        return "error"
+    if not result:
+        return "error"  # removed before it reported anything
+    if result.get("diverged"):
+        return "diverged"
+    epoch = result.get("epoch") or result.get("training_iteration") or 0
+    return "completed" if epoch >= max_t else "stopped"
+
+
+def close_running(storage, study_name: str, reason: str = "sweep ended while the trial was running") -> int:
+    """Mark every RUNNING trial of the study FAIL (a sweep never leaves one behind); returns the count."""
+    import optuna
+    from optuna.trial import TrialState
+
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
+        storage.set_trial_user_attr(t._trial_id, "kdseg_status", "error")
+        storage.set_trial_user_attr(t._trial_id, "error", reason)
+        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        n += 1
+    return n

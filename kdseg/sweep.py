@@ -1,0 +1,341 @@
+"""The sweep driver: a search space file in, a ranked sweep folder out.
+
+``run_sweep`` validates everything (space, base config, dataset, storage, output folder) before Ray
+starts, decodes the dataset once and puts it in the object store, runs a Ray Tune ``Tuner`` with
+:class:`~kdseg.study.HonestOptunaSearch` (seeded TPE, persistent storage) and ASHA, and finally
+writes ``leaderboard.csv`` and ``best_config.yaml``. ``resume_sweep`` restores an interrupted sweep
+from its folder (``Tuner.restore``): finished trials keep their results and are not rerun.
+
+Folder layout (``ROOT/NAME``)::
+
+    sweep.yaml         resolved spec as run
+    optuna.db          default Optuna storage (study name = sweep name)
+    tune/              the Ray Tune experiment (trial folders, checkpoints; what resume restores)
+    leaderboard.csv    one row per trial, ranked
+    best_config.yaml   the winner's complete training config (``kdseg train`` accepts it)
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from kdseg.config import dump_yaml
+from kdseg.errors import ConfigError, KdsegError
+from kdseg.export import LEADERBOARD, TUNE_DIR
+from kdseg.fileio import require_writable
+
+SPEC_FILE = "sweep.yaml"
+
+
+@dataclass
+class SweepPlan:
+    """Everything a sweep needs, validated, before anything is written."""
+
+    spec: Any  # kdseg.space.SweepSpec
+    name: str
+    sweep_dir: Path
+    storage_url: str
+    address: str | None = None
+    verbose: bool = False
+    resume: bool = False
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SweepResult:
+    sweep_dir: Path
+    leaderboard: list[dict[str, Any]]
+    best_config: Path | None
+    wall_time_s: float
+
+
+def plan_sweep(
+    space_path: str | os.PathLike,
+    *,
+    out_root: str | os.PathLike = "runs",
+    name: str | None = None,
+    overrides: list[str] = (),
+    address: str | None = None,
+    verbose: bool = False,
+) -> SweepPlan:
+    """Load and validate a search space; refuse to overwrite an existing sweep."""
+    from kdseg.space import load_space
+    from kdseg.study import open_storage, storage_url, study_exists
+
+    spec = load_space(space_path, overrides)
+    name = name or spec.name or Path(space_path).stem
+    _check_name(name)
+    sweep_dir = (Path(out_root) / name).resolve()
+    _check_data_keys(spec, space_path)
+    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+        raise KdsegError(
+            f"{sweep_dir}: a sweep named {name!r} exists already; `kdseg resume {sweep_dir}` continues it, "
+            f"or pass --name to start another"
+        )
+    require_writable(sweep_dir, "sweep")
+    url = storage_url(spec.storage, sweep_dir)
+    if spec.storage is not None:  # a shared database: the study name must be new too
+        storage = open_storage(url)
+        if study_exists(storage, name):
+            raise KdsegError(
+                f"storage {spec.storage!r}: a study named {name!r} exists already; pass --name to start "
+                f"another sweep, or resume the existing one"
+            )
+    return SweepPlan(
+        spec=spec, name=name, sweep_dir=sweep_dir, storage_url=url, address=address, verbose=verbose
+    )
+
+
+def _check_name(name: str) -> None:
+    if not name or any(c in name for c in "/\\") or name in (".", ".."):
+        raise ConfigError(f"sweep name {name!r}: must be a plain folder name")
+
+
+def _check_data_keys(spec, source) -> None:
+    """Data is decoded once per sweep, so only augmentation may vary between trials."""
+    from kdseg.space import searched_keys
+
+    bad = [k for k in searched_keys(spec) if k.startswith("data.") and not k.startswith("data.augment.")]
+    if bad:
+        raise ConfigError(
+            f"{source}: space: {', '.join(bad)}: data keys cannot be searched (the dataset is decoded once "
+            f"per sweep); run one sweep per dataset setting"
+        )
+
+
+# ------------------------------------------------------------------------------------------ Ray
+
+
+def _init_ray(address: str | None, verbose: bool) -> None:
+    import ray
+
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
+    if not verbose:
+        os.environ.setdefault("RAY_DEDUP_LOGS", "1")
+        for name in ("ray", "ray.tune", "ray.train"):
+            logging.getLogger(name).setLevel(logging.ERROR)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if verbose else optuna.logging.WARNING)
+    if ray.is_initialized():
+        return
+    kwargs: dict[str, Any] = {
+        "logging_level": logging.INFO if verbose else logging.ERROR,
+        "log_to_driver": verbose,
+        "configure_logging": True,
+    }
+    if address:
+        ray.init(address=address, **kwargs)
+    else:
+        ray.init(include_dashboard=False, **kwargs)
+
+
+def _trainable(spec, data, sweep_dir: Path, resources: dict[str, float]):
+    from ray import tune
+
+    from kdseg.trainable import kd_trainable
+
+    return tune.with_resources(tune.with_parameters(kd_trainable, spec=spec, data=data, sweep_dir=str(sweep_dir)), resources)
+
+
+def _resources(spec) -> dict[str, float]:
+    r = spec.sweep.resources_per_trial
+    return {"cpu": r.cpu, "gpu": r.gpu}
+
+
+def _describe(spec):
+    from kdseg.space import describe_trial, trial_config
+
+    def label(params: dict) -> str:
+        try:
+            d = describe_trial(trial_config(spec, params))
+        except Exception:  # a label is cosmetic; never fail the table for it
+            return ""
+        return f"{d['teacher']}>{d['student']}" if d.get("mode") != "none" else f"{d['student']} (no KD)"
+
+    return label
+
+
+def _tuner(plan: SweepPlan, data, restore: bool):
+    from ray import tune
+    from ray.tune.schedulers import ASHAScheduler
+
+    from kdseg.progress import LiveTrialTable
+    from kdseg.space import initial_points, to_tune_space
+    from kdseg.study import make_searcher, open_storage
+    from kdseg.trainable import PruneFinishedCheckpoints
+
+    spec = plan.spec
+    s = spec.sweep
+    trainable = _trainable(spec, data, plan.sweep_dir, _resources(spec))
+    storage_path = str(plan.sweep_dir)
+    callbacks = [
+        LiveTrialTable(s.asha.max_t, s.num_samples, describe=_describe(spec)),
+        PruneFinishedCheckpoints(),
+    ]
+    if restore:
+        return tune.Tuner.restore(
+            str(plan.sweep_dir / TUNE_DIR), trainable=trainable, resume_unfinished=True, resume_errored=False
+        ), callbacks
+    metric, mode = (
+        (["val_miou", "student_params"], ["max", "min"]) if s.objective == "pareto" else (s.metric, s.mode)
+    )
+    searcher = make_searcher(
+        metric=metric,
+        mode=mode,
+        study_name=plan.name,
+        storage=open_storage(plan.storage_url),
+        seed=s.seed,
+        points_to_evaluate=initial_points(spec),
+        max_t=s.asha.max_t,
+    )
+    scheduler = ASHAScheduler(
+        time_attr="training_iteration",
+        metric=s.metric,
+        mode=s.mode,
+        max_t=s.asha.max_t,
+        grace_period=s.asha.grace_period,
+        reduction_factor=s.asha.reduction_factor,
+    )
+    tuner = tune.Tuner(
+        trainable,
+        param_space=to_tune_space(spec),
+        tune_config=tune.TuneConfig(
+            search_alg=searcher,
+            scheduler=scheduler,
+            num_samples=s.num_samples,
+            max_concurrent_trials=s.max_concurrent,
+            trial_dirname_creator=lambda trial: trial.trial_id,
+        ),
+        run_config=tune.RunConfig(
+            name=TUNE_DIR,
+            storage_path=storage_path,
+            verbose=0,
+            callbacks=callbacks,
+            failure_config=tune.FailureConfig(max_failures=s.max_failures),
+            checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+        ),
+    )
+    return tuner, callbacks
+
+
+def run_sweep(plan: SweepPlan) -> SweepResult:
+    """Run a planned sweep to the end and write its leaderboard and best config."""
+    from kdseg.data import load_data
+    from kdseg.space import spec_to_dict
+
+    started = time.perf_counter()
+    data = load_data(plan.spec.base_config.data, progress=True)  # dataset errors before Ray starts
+    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    try:
+        dump_yaml(
+            {**spec_to_dict(plan.spec), "sweep_name": plan.name, "storage_url": plan.storage_url},
+            plan.sweep_dir / SPEC_FILE,
+        )
+        _init_ray(plan.address, plan.verbose)
+        tuner, _ = _tuner(plan, data, restore=False)
+    except BaseException:
+        shutil.rmtree(plan.sweep_dir, ignore_errors=True)  # nothing half-written
+        raise
+    results = tuner.fit()
+    return finalize(plan, results, started)
+
+
+def resume_sweep(
+    sweep_dir: str | os.PathLike, *, address: str | None = None, verbose: bool = False
+) -> SweepResult:
+    """Continue an interrupted sweep from its folder (same storage, same study)."""
+    from ray import tune
+
+    from kdseg.data import load_data
+    from kdseg.space import load_resolved
+
+    sweep_dir = Path(sweep_dir).resolve()
+    spec_file = sweep_dir / SPEC_FILE
+    if not spec_file.exists():
+        raise KdsegError(f"{sweep_dir}: not a kdseg sweep folder (no {SPEC_FILE})")
+    if not tune.Tuner.can_restore(str(sweep_dir / TUNE_DIR)):
+        raise KdsegError(f"{sweep_dir / TUNE_DIR}: no Ray Tune experiment state to resume from")
+    spec = load_resolved(spec_file)
+    extra = spec.extra
+    plan = SweepPlan(
+        spec=spec,
+        name=extra["sweep_name"],
+        sweep_dir=sweep_dir,
+        storage_url=extra["storage_url"],
+        address=address,
+        verbose=verbose,
+        resume=True,
+    )
+    started = time.perf_counter()
+    data = load_data(spec.base_config.data, progress=True)
+    _init_ray(address, verbose)
+    tuner, _ = _tuner(plan, data, restore=True)
+    results = tuner.fit()
+    return finalize(plan, results, started)
+
+
+# ------------------------------------------------------------------------------------- results
+
+
+def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
+    """One leaderboard row per Ray trial."""
+    from kdseg.space import describe_trial, trial_config
+    from kdseg.study import trial_status
+
+    max_t = plan.spec.sweep.asha.max_t
+    rows = []
+    for r in results:
+        m = dict(r.metrics or {})
+        trial_id = m.get("trial_id") or Path(r.path).name
+        status = trial_status(m, r.error is not None, max_t)
+        params = {k.removeprefix("config/"): v for k, v in (r.config or {}).items()}
+        row: dict[str, Any] = {"trial_id": trial_id, "status": status}
+        try:
+            row.update(describe_trial(trial_config(plan.spec, params)))
+        except KdsegError:
+            pass
+        row.update(
+            student_params=m.get("student_params"),
+            val_miou=None if status in ("error", "diverged") else m.get("val_miou"),
+            teacher_val_miou=m.get("teacher_val_miou"),
+            iou_per_mparam=None if status in ("error", "diverged") else m.get("iou_per_mparam"),
+            epochs=m.get("epoch") or 0,
+            error=_error_text(r.error) if r.error is not None else m.get("error"),
+            params=params,
+            path=str(r.path),
+        )
+        rows.append(row)
+    return rows
+
+
+def _error_text(err: BaseException) -> str:
+    text = str(err).strip().splitlines()
+    return (text[-1] if text else type(err).__name__)[:300]
+
+
+def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
+    """Write leaderboard.csv and best_config.yaml; close any Optuna trial still RUNNING."""
+    from kdseg.export import export_config
+    from kdseg.ranking import best_row, build_leaderboard, write_leaderboard_csv
+    from kdseg.study import close_running, open_storage
+
+    rows = collect_rows(plan, results)
+    s = plan.spec.sweep
+    board = build_leaderboard(rows, s.objective, s.asha.max_t)
+    write_leaderboard_csv(
+        [{k: v for k, v in r.items() if k not in ("params", "path")} for r in board],
+        plan.sweep_dir / LEADERBOARD,
+    )
+    close_running(open_storage(plan.storage_url), plan.name)
+    best_path = None
+    if best_row(board) is not None:
+        best_path, _ = export_config(plan.sweep_dir)
+    return SweepResult(plan.sweep_dir, board, best_path, time.perf_counter() - started)

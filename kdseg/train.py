@@ -1,0 +1,423 @@
+"""``train_kd``: the one training function behind ``kdseg train``, every sweep trial and the tests.
+
+It knows nothing about Ray, W&B or the command line. It gets a validated :class:`KDConfig`, decoded
+data (:class:`kdseg.data.SegData`, shared between trials by the sweep) and a ``report`` callable,
+and calls ``report(metrics, checkpoint_dir)`` once per epoch with a flat dict of numbers and the
+folder holding that epoch's checkpoint (``None`` when no checkpoint was written that epoch). A sweep
+passes a function that forwards both to ``tune.report``; the CLI passes one that prints progress.
+
+Per training step (see :mod:`kdseg.distill.schedule` for the alternation phases)::
+
+    teacher: logits_t = T(x)                       (no_grad when it does not update this step)
+    student: logits_s = S(x)
+    L_t = CE(logits_t) [+ alpha T^2 KL(s_T || t_T) in mutual mode] - beta H(t_T)
+    L_s = (1-alpha) CE(logits_s) + alpha T^2 KL(t_T || s_T) + feature_weight * mean_site F(adapt(s), t)
+    one backward of L_t + L_s (the graphs are disjoint: each network sees the other detached),
+    then a step of each optimiser that updates this step.
+
+With ``run_dir`` it writes ``config.yaml``, ``metrics.jsonl`` (one JSON object per epoch),
+``student.pt`` (the student's state_dict) and ``checkpoint.pt`` (everything needed to resume), each
+atomically. ``resume`` continues from such a ``checkpoint.pt``; with the same config and data the
+resumed run is identical to an uninterrupted one, because all randomness is re-seeded per epoch.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import random
+import time
+from collections.abc import Callable
+from contextlib import nullcontext
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from kdseg.checkpoint import FULL_CHECKPOINT, STUDENT_CHECKPOINT, load_checkpoint, save_atomic
+from kdseg.config import KDConfig, config_to_dict, save_config
+from kdseg.errors import CheckpointError
+
+Report = Callable[[dict[str, Any], Path | None], None]
+METRICS_FILE = "metrics.jsonl"
+
+
+class Diverged(RuntimeError):
+    """A loss became NaN or infinite; the run cannot continue meaningfully."""
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+
+
+def _epoch_seed(seed: int, epoch: int) -> int:
+    return seed * 100_003 + epoch
+
+
+def make_accelerator(cfg: KDConfig):
+    """An ``accelerate.Accelerator`` for this config (fresh state each call: trials share processes)."""
+    from accelerate import Accelerator
+    from accelerate.state import AcceleratorState
+
+    use_cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
+    if cfg.train.device == "cuda" and not torch.cuda.is_available():
+        from kdseg.errors import ConfigError
+
+        raise ConfigError("train.device: 'cuda' requested but no CUDA device is available")
+    amp = cfg.train.amp
+    if amp == "auto":
+        amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "off"
+    AcceleratorState._reset_state(reset_partial_state=True)
+    return Accelerator(cpu=not use_cuda, mixed_precision="no" if amp == "off" else amp)
+
+
+def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:
+    params = [p for p in params if p.requires_grad]
+    if name == "adamw":
+        return torch.optim.AdamW(params, lr=lr, weight_decay=weight_decay)
+    if name == "adam":
+        return torch.optim.Adam(params, lr=lr, weight_decay=weight_decay)
+    return torch.optim.SGD(params, lr=lr, momentum=0.9, weight_decay=weight_decay, nesterov=True)
+
+
+def _scheduler(name: str, opt: torch.optim.Optimizer, total_steps: int):
+    if name == "cosine":
+        return torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(total_steps, 1))
+    if name == "poly":
+        return torch.optim.lr_scheduler.PolynomialLR(opt, total_iters=max(total_steps, 1), power=0.9)
+    return torch.optim.lr_scheduler.LambdaLR(opt, lambda _: 1.0)
+
+
+class _Models:
+    """Teacher, student, their feature taps and the distillation objective, built from a config."""
+
+    def __init__(self, cfg: KDConfig, num_classes: int, ignore_index: int, class_weights=None):
+        from kdseg.distill import KDObjective
+        from kdseg.models import FeatureTaps, build_model, count_params, feature_shapes
+
+        d = cfg.distill
+        self.student = build_model(cfg.student, num_classes, role="student")
+        self.student_params = count_params(self.student)
+        self.teacher = None if d.mode == "none" else build_model(cfg.teacher, num_classes, role="teacher")
+        self.teacher_params = count_params(self.teacher) if self.teacher is not None else 0
+        self.teacher_trains = self.teacher is not None and cfg.teacher_trains
+        if self.teacher is not None and not self.teacher_trains:
+            self.teacher.eval().requires_grad_(False)
+        self.feature_sites = [s for s in d.sites if s != "logits"] if self.teacher is not None else []
+        s_shapes = t_shapes = None
+        if self.feature_sites:
+            size = tuple(cfg.data.image_size)
+            s_shapes = feature_shapes(self.student, self.feature_sites, size)
+            t_shapes = feature_shapes(self.teacher, self.feature_sites, size)
+        self.objective = KDObjective(
+            d,
+            num_classes=num_classes,
+            ignore_index=ignore_index,
+            class_weights=class_weights,
+            student_shapes=s_shapes,
+            teacher_shapes=t_shapes,
+        )
+        self.s_taps = FeatureTaps(self.student, self.feature_sites)
+        self.t_taps = FeatureTaps(self.teacher, self.feature_sites) if self.teacher is not None else None
+
+
+def _check_finite(parts: dict[str, float], who: str, epoch: int, step: int) -> None:
+    total = parts.get("total")
+    if total is not None and not math.isfinite(total):
+        raise Diverged(f"{who} loss is {total} at epoch {epoch + 1}, step {step} ({parts})")
+
+
+@torch.no_grad()
+def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, accelerator) -> dict[str, Any]:
+    """Dataset-level mIoU, per-class IoU and pixel accuracy of ``model`` on ``loader``."""
+    from kdseg.metrics import ConfusionMatrix
+
+    was_training = model.training
+    model.eval()
+    cm = ConfusionMatrix(num_classes, ignore_index, device=accelerator.device)
+    for x, y in loader:
+        with accelerator.autocast():
+            logits = model(x)
+        cm.update(logits.argmax(1), y)
+    model.train(was_training)
+    if accelerator.num_processes > 1:  # one dataset-level matrix across all processes
+        cm.matrix = accelerator.reduce(cm.matrix, reduction="sum")
+    return cm.compute()
+
+
+def train_kd(
+    cfg: KDConfig,
+    data,
+    report: Report | None = None,
+    *,
+    run_dir: str | Path | None = None,
+    resume: str | Path | None = None,
+    on_step: Callable[[int, int], None] | None = None,
+) -> dict[str, Any]:
+    """Train teacher and student together as ``cfg`` says; returns the last epoch's metrics.
+
+    ``data`` is a :class:`kdseg.data.SegData`; ``report(metrics, checkpoint_dir)`` is called after
+    every epoch; ``on_step(step, steps_per_epoch)`` after every training step (progress bars).
+    Raises :class:`Diverged` when a loss becomes NaN or infinite.
+    """
+    from kdseg.data import make_loaders
+    from kdseg.distill import phase_for
+
+    run_dir = Path(run_dir) if run_dir is not None else None
+    t = cfg.train
+    seed_everything(t.seed)
+    accelerator = make_accelerator(cfg)
+    m = _Models(cfg, data.num_classes, data.ignore_index)
+    train_loader, val_loader = make_loaders(data, cfg.data, t.batch_size, t.num_workers, t.seed)
+    steps_per_epoch = len(train_loader)
+    if t.max_steps_per_epoch:
+        steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
+    total_steps = steps_per_epoch * t.epochs
+
+    opt_s = _optimizer(
+        t.optimizer, [*m.student.parameters(), *m.objective.parameters()], t.lr, t.weight_decay
+    )
+    sched_s = _scheduler(t.scheduler, opt_s, total_steps)
+    opt_t = sched_t = None
+    if m.teacher_trains:
+        opt_t = _optimizer(t.optimizer, m.teacher.parameters(), t.teacher_lr or t.lr, t.weight_decay)
+        sched_t = _scheduler(t.scheduler, opt_t, total_steps)
+
+    start_epoch, global_step = 0, 0
+    if resume is not None:
+        start_epoch, global_step = _restore(resume, cfg, m, opt_s, sched_s, opt_t, sched_t)
+
+    # The objective holds only the feature adapters: it is moved, not wrapped (DDP refuses modules
+    # without trainable parameters, and a frozen teacher is one of those too).
+    student = accelerator.prepare(m.student)
+    objective = m.objective.to(accelerator.device)
+    opt_s = accelerator.prepare(opt_s)
+    teacher = m.teacher
+    if teacher is not None:
+        teacher = accelerator.prepare(teacher) if m.teacher_trains else teacher.to(accelerator.device)
+    if opt_t is not None:
+        opt_t = accelerator.prepare(opt_t)
+    train_loader, val_loader = accelerator.prepare(train_loader, val_loader)
+
+    if run_dir is not None:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        save_config(cfg, run_dir / "config.yaml")
+        _truncate_metrics(run_dir / METRICS_FILE, keep_epochs=start_epoch)
+
+    last: dict[str, Any] = {}
+    for epoch in range(start_epoch, t.epochs):
+        seed_everything(_epoch_seed(t.seed, epoch))
+        if hasattr(train_loader, "set_epoch"):
+            train_loader.set_epoch(epoch)
+        student.train()
+        if m.teacher_trains:
+            teacher.train()
+        sums: dict[str, float] = {}
+        n_steps, n_images = 0, 0
+        if torch.cuda.is_available():
+            torch.cuda.reset_peak_memory_stats()
+        t0 = time.perf_counter()
+        for step, (x, y) in enumerate(train_loader):
+            if step >= steps_per_epoch:
+                break
+            phase = phase_for(
+                cfg.distill.alternation, epoch, global_step, m.teacher_trains, mode=cfg.distill.mode
+            )
+            parts = _train_step(accelerator, m, student, teacher, objective, opt_s, opt_t, x, y, phase, t)
+            _check_finite(parts, "training", epoch, step)
+            for k, v in parts.items():
+                sums[k] = sums.get(k, 0.0) + v
+            if phase.update_student:
+                sched_s.step()
+            if sched_t is not None and phase.update_teacher:
+                sched_t.step()
+            n_steps += 1
+            n_images += x.shape[0]
+            global_step += 1
+            if on_step is not None:
+                on_step(step + 1, steps_per_epoch)
+        train_time = time.perf_counter() - t0
+
+        s_eval = evaluate(student, val_loader, data.num_classes, data.ignore_index, accelerator)
+        t_eval = (
+            evaluate(teacher, val_loader, data.num_classes, data.ignore_index, accelerator)
+            if teacher is not None
+            else None
+        )
+        metrics = _epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m, opt_s)
+        metrics["images_per_s"] = n_images / train_time if train_time > 0 else 0.0
+        metrics["epoch_time_s"] = time.perf_counter() - t0
+        if torch.cuda.is_available():
+            metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+
+        ckpt_dir = None
+        if run_dir is not None:
+            _append_metrics(run_dir / METRICS_FILE, metrics)
+            is_last = epoch + 1 == t.epochs
+            if (epoch + 1) % t.checkpoint_every == 0 or is_last:
+                state = _state(
+                    cfg,
+                    epoch + 1,
+                    global_step,
+                    accelerator,
+                    student,
+                    teacher,
+                    objective,
+                    opt_s,
+                    sched_s,
+                    opt_t,
+                    sched_t,
+                )
+                save_atomic(state["student"], run_dir / STUDENT_CHECKPOINT)
+                save_atomic(state, run_dir / FULL_CHECKPOINT)
+                ckpt_dir = run_dir
+        if report is not None:
+            report(metrics, ckpt_dir)
+        last = metrics
+    m.s_taps.close()
+    if m.t_taps is not None:
+        m.t_taps.close()
+    return last
+
+
+def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt_t, x, y, phase, t) -> dict:
+    """One optimisation step of teacher and/or student; returns the loss parts as floats."""
+    obj = objective
+    sites = m.feature_sites
+    t_logits = t_feats = None
+    out: dict[str, float] = {}
+    with accelerator.autocast():
+        if teacher is not None:
+            t_grad = m.teacher_trains and phase.update_teacher
+            with nullcontext() if t_grad else torch.no_grad():
+                t_logits = teacher(x)
+            t_feats = {s: m.t_taps.features[s] for s in sites}
+        s_grad = phase.update_student
+        with nullcontext() if s_grad else torch.no_grad():
+            s_logits = student(x)
+        s_feats = {s: m.s_taps.features[s] for s in sites}
+
+        loss = None
+        if s_grad:
+            loss_s, parts_s = obj.student_loss(s_logits, s_feats, t_logits, t_feats, y, phase)
+            out.update(parts_s)
+            loss = loss_s
+        if teacher is not None and m.teacher_trains and phase.update_teacher:
+            loss_t, parts_t = obj.teacher_loss(t_logits, y, s_logits)
+            out.update({f"teacher_{k}": v for k, v in parts_t.items()})
+            loss = loss_t if loss is None else loss + loss_t
+    if loss is None:
+        return out
+    if not torch.isfinite(loss.detach()):
+        raise Diverged(f"loss is {loss.item()} ({out})")
+    if s_grad:
+        opt_s.zero_grad(set_to_none=True)
+    if opt_t is not None and phase.update_teacher:
+        opt_t.zero_grad(set_to_none=True)
+    accelerator.backward(loss)
+    if t.grad_clip:
+        accelerator.clip_grad_norm_(student.parameters(), t.grad_clip)
+        if opt_t is not None:
+            accelerator.clip_grad_norm_(teacher.parameters(), t.grad_clip)
+    if s_grad:
+        opt_s.step()
+    if opt_t is not None and phase.update_teacher:
+        opt_t.step()
+    return out
+
+
+def _epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m: _Models, opt_s) -> dict[str, Any]:
+    def mean(key: str) -> float | None:
+        return sums[key] / n_steps if key in sums and n_steps else None
+
+    metrics: dict[str, Any] = {
+        "epoch": epoch + 1,
+        "train_loss": mean("total"),
+        "train_loss_hard": mean("hard"),
+        "train_loss_soft": mean("soft"),
+        "train_loss_feature": mean("feature"),
+        "teacher_train_loss": mean("teacher_total"),
+        "student_val_miou": s_eval["miou"],
+        "val_miou": s_eval["miou"],
+        "student_pixel_acc": s_eval["pixel_acc"],
+        "student_per_class_iou": s_eval["per_class_iou"],
+        "teacher_val_miou": t_eval["miou"] if t_eval else None,
+        "teacher_pixel_acc": t_eval["pixel_acc"] if t_eval else None,
+        "teacher_per_class_iou": t_eval["per_class_iou"] if t_eval else None,
+        "student_params": m.student_params,
+        "teacher_params": m.teacher_params,
+        "iou_per_mparam": s_eval["miou"] / (m.student_params / 1e6),
+        "lr": opt_s.param_groups[0]["lr"],
+    }
+    return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
+
+
+def _state(cfg, epoch, global_step, accelerator, student, teacher, objective, opt_s, sched_s, opt_t, sched_t):
+    unwrap = accelerator.unwrap_model
+    state = {
+        "format": "kdseg-checkpoint-v1",
+        "config": config_to_dict(cfg),
+        "epoch": epoch,
+        "global_step": global_step,
+        "student": {k: v.detach().cpu() for k, v in unwrap(student).state_dict().items()},
+        "objective": unwrap(objective).state_dict(),
+        "opt_s": opt_s.state_dict(),
+        "sched_s": sched_s.state_dict(),
+    }
+    if teacher is not None:
+        state["teacher"] = {k: v.detach().cpu() for k, v in unwrap(teacher).state_dict().items()}
+    if opt_t is not None:
+        state["opt_t"] = opt_t.state_dict()
+        state["sched_t"] = sched_t.state_dict()
+    return state
+
+
+def _restore(path, cfg, m: _Models, opt_s, sched_s, opt_t, sched_t) -> tuple[int, int]:
+    path = Path(path)
+    if path.is_dir():
+        path = path / FULL_CHECKPOINT
+    state = load_checkpoint(path)
+    if not isinstance(state, dict) or state.get("format") != "kdseg-checkpoint-v1":
+        raise CheckpointError(f"{path}: not a kdseg training checkpoint (no 'format: kdseg-checkpoint-v1')")
+    try:
+        m.student.load_state_dict(state["student"])
+        m.objective.load_state_dict(state["objective"])
+        opt_s.load_state_dict(state["opt_s"])
+        sched_s.load_state_dict(state["sched_s"])
+        if m.teacher is not None and "teacher" in state:
+            m.teacher.load_state_dict(state["teacher"])
+        if opt_t is not None:
+            opt_t.load_state_dict(state["opt_t"])
+            sched_t.load_state_dict(state["sched_t"])
+    except (KeyError, RuntimeError, ValueError) as e:
+        msg = str(e).strip().splitlines()[0][:300]
+        raise CheckpointError(f"{path}: does not fit this config ({type(e).__name__}: {msg})") from None
+    return int(state["epoch"]), int(state["global_step"])
+
+
+def _append_metrics(path: Path, metrics: dict[str, Any]) -> None:
+    with path.open("a") as f:
+        f.write(json.dumps(metrics) + "\n")
+
+
+def _truncate_metrics(path: Path, keep_epochs: int) -> None:
+    """Drop epochs after the checkpoint we resume from, so metrics.jsonl never counts an epoch twice."""
+    if not path.exists():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if r.get("epoch", 0) <= keep_epochs]
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+
+
+def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
+    path = Path(run_dir) / METRICS_FILE
+    if not path.exists():
+        return []
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+__all__ = ["Diverged", "Report", "evaluate", "make_accelerator", "read_metrics", "train_kd", "config_to_dict"]
