@@ -18,8 +18,10 @@ import logging
 from pathlib import Path
 from typing import Any
 
+import optuna
 from optuna.trial import TrialState
 from ray.tune.search.optuna import OptunaSearch
+from ray.tune.utils.util import unflatten_dict
 
 from kdseg.errors import ConfigError
 
@@ -37,7 +39,6 @@ def storage_url(storage: str | None, sweep_dir: Path) -> str:
 
 def open_storage(url: str):
     """An Optuna storage object for ``url``; unreachable or malformed URLs are ConfigErrors."""
-    import optuna
 
     if url.startswith("journal:"):
         path = Path(url.removeprefix("journal:")).expanduser().resolve()
@@ -73,7 +74,6 @@ def _redact(url: str) -> str:
 
 
 def study_exists(storage, name: str) -> bool:
-    import optuna
 
     return any(
         s.study_name == name for s in optuna.get_all_study_summaries(storage, include_best_trial=False)
@@ -82,7 +82,6 @@ def study_exists(storage, name: str) -> bool:
 
 def make_searcher(*, metric, mode, study_name: str, storage, seed: int, points_to_evaluate, max_t: int):
     """An :class:`HonestOptunaSearch` (seeded TPE) storing into ``storage``; Tune hands it the space."""
-    import optuna
 
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=4)
     return HonestOptunaSearch(
@@ -103,10 +102,28 @@ class HonestOptunaSearch(OptunaSearch):
         super().__init__(*args, **kwargs)
         self._max_t = max_t
 
+    def suggest(self, trial_id: str) -> dict | None:
+        # A driver killed between Optuna's ask() and Tune's next experiment checkpoint leaves an
+        # Optuna trial RUNNING that Tune never recorded. A resumed sweep adopts such orphans (their
+        # parameters were sampled already) before asking for new ones, so the study and the Ray
+        # experiment keep one trial each.
+        if trial_id not in self._ot_trials and not callable(self._space):
+            orphan = self._next_orphan()
+            if orphan is not None:
+                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
+                return unflatten_dict(dict(orphan.params))
+        return super().suggest(trial_id)
+
+    def _next_orphan(self):
+        known = {t._trial_id for t in self._ot_trials.values()}
+        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if t._trial_id not in known:
+                return t
+        return None
+
     def on_trial_result(self, trial_id: str, result: dict) -> None:
-        if self.metric not in (None, []) and not isinstance(self.metric, list):
-            if result.get(self.metric) is None:  # a diverged trial's last report has no value
-                return
+        if result.get("diverged"):  # its placeholder score is not a measurement
+            return
         super().on_trial_result(trial_id, result)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -116,25 +133,38 @@ class HonestOptunaSearch(OptunaSearch):
         if ot_trial is None:
             return
         status = trial_status(result, error, self._max_t)
-        ot_trial.set_user_attr("ray_trial_id", trial_id)
-        ot_trial.set_user_attr("kdseg_status", status)
-        values = None
-        state = TrialState.FAIL
-        if status == "completed":
-            metrics = self.metric if isinstance(self.metric, list) else [self.metric]
-            values = [result.get(m) for m in metrics]
-            state = TrialState.COMPLETE if all(v is not None for v in values) else TrialState.FAIL
-            if state is TrialState.FAIL:
-                values = None
-            elif not isinstance(self.metric, list):
-                values = values[0]
-        elif status == "stopped":
-            state = TrialState.PRUNED
         try:
+            ot_trial.set_user_attr("ray_trial_id", trial_id)
+            ot_trial.set_user_attr("kdseg_status", status)
+            if result and result.get("error"):
+                ot_trial.set_user_attr("error", str(result["error"])[:500])
+            self._report_last(ot_trial, result, status)
+            state, values = self._outcome(result, status)
             self._ot_study.tell(ot_trial, values, state=state)
         except Exception as e:  # never let bookkeeping crash a sweep
             log.warning("optuna: could not record trial %s: %s", trial_id, e)
         self._completed_trials.add(trial_id)
+
+    def _outcome(self, result: dict | None, status: str):
+        if status == "stopped":
+            return TrialState.PRUNED, None
+        if status != "completed":
+            return TrialState.FAIL, None
+        metrics = self.metric if isinstance(self.metric, list) else [self.metric]
+        values = [result.get(m) for m in metrics]
+        if any(v is None for v in values):
+            return TrialState.FAIL, None
+        return TrialState.COMPLETE, values if isinstance(self.metric, list) else values[0]
+
+    def _report_last(self, ot_trial, result: dict | None, status: str) -> None:
+        """Tune hands the result that ends a trial to on_trial_complete only: keep it as an intermediate value."""
+        if not result or isinstance(self.metric, list) or status in ("error", "diverged"):
+            return
+        value, step = result.get(self.metric), result.get("training_iteration")
+        if value is None or step is None:
+            return
+        if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(value, step)
 
 
 def trial_status(result: dict | None, error: bool, max_t: int) -> str:
@@ -151,7 +181,6 @@ def trial_status(result: dict | None, error: bool, max_t: int) -> str:
 
 def close_running(storage, study_name: str, reason: str = "sweep ended while the trial was running") -> int:
     """Mark every RUNNING trial of the study FAIL (a sweep never leaves one behind); returns the count."""
-    import optuna
     from optuna.trial import TrialState
 
     study = optuna.load_study(study_name=study_name, storage=storage)

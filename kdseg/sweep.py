@@ -142,7 +142,9 @@ def _trainable(spec, data, sweep_dir: Path, resources: dict[str, float]):
 
     from kdseg.trainable import kd_trainable
 
-    return tune.with_resources(tune.with_parameters(kd_trainable, spec=spec, data=data, sweep_dir=str(sweep_dir)), resources)
+    return tune.with_resources(
+        tune.with_parameters(kd_trainable, spec=spec, data=data, sweep_dir=str(sweep_dir)), resources
+    )
 
 
 def _resources(spec) -> dict[str, float]:
@@ -178,7 +180,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
     storage_path = str(plan.sweep_dir)
     callbacks = [
         LiveTrialTable(s.asha.max_t, s.num_samples, describe=_describe(spec)),
-        PruneFinishedCheckpoints(),
+        PruneFinishedCheckpoints(str(plan.sweep_dir)),
     ]
     if restore:
         return tune.Tuner.restore(

@@ -62,6 +62,7 @@ def make_accelerator(cfg: KDConfig):
     """An ``accelerate.Accelerator`` for this config (fresh state each call: trials share processes)."""
     from accelerate import Accelerator
     from accelerate.state import AcceleratorState
+    from accelerate.utils import DataLoaderConfiguration
 
     use_cuda = torch.cuda.is_available() and cfg.train.device != "cpu"
     if cfg.train.device == "cuda" and not torch.cuda.is_available():
@@ -72,7 +73,13 @@ def make_accelerator(cfg: KDConfig):
     if amp == "auto":
         amp = ("bf16" if torch.cuda.is_bf16_supported() else "fp16") if use_cuda else "off"
     AcceleratorState._reset_state(reset_partial_state=True)
-    return Accelerator(cpu=not use_cuda, mixed_precision="no" if amp == "off" else amp)
+    # A seedable sampler shuffles epoch e with seed + e: a resumed run sees the same batches.
+    loader_cfg = DataLoaderConfiguration(
+        use_seedable_sampler=True, data_seed=cfg.train.seed, non_blocking=use_cuda
+    )
+    return Accelerator(
+        cpu=not use_cuda, mixed_precision="no" if amp == "off" else amp, dataloader_config=loader_cfg
+    )
 
 
 def _optimizer(name: str, params, lr: float, weight_decay: float) -> torch.optim.Optimizer:

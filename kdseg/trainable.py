@@ -14,7 +14,7 @@ from typing import Any
 
 from ray import tune
 
-from kdseg.checkpoint import FULL_CHECKPOINT
+from kdseg.checkpoint import FULL_CHECKPOINT, STUDENT_CHECKPOINT
 from kdseg.export import trial_run_dir
 from kdseg.train import Diverged, train_kd
 
@@ -66,16 +66,21 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
 
 
 class PruneFinishedCheckpoints(tune.Callback):
-    """Drop the full (teacher + student + optimiser) checkpoint of every trial that has finished.
+    """Drop the full (teacher + student + optimiser) checkpoints of every trial that has finished.
 
     Only an unfinished trial can be resumed, and a full checkpoint of two UNets with Adam state is
-    hundreds of MB: a sweep keeps, per finished trial, its student.pt, config and metrics.
+    hundreds of MB. A finished trial keeps its run folder: config.yaml, metrics.jsonl, student.pt.
     """
+
+    def __init__(self, sweep_dir: str):
+        self.sweep_dir = sweep_dir
 
     def _prune(self, trial) -> None:
         ckpt = trial.checkpoint
         if ckpt is not None and ckpt.path and Path(ckpt.path).is_dir():
-            (Path(ckpt.path) / FULL_CHECKPOINT).unlink(missing_ok=True)
+            for name in (FULL_CHECKPOINT, STUDENT_CHECKPOINT):  # run/ keeps the student
+                (Path(ckpt.path) / name).unlink(missing_ok=True)
+        (trial_run_dir(Path(self.sweep_dir), trial.trial_id) / FULL_CHECKPOINT).unlink(missing_ok=True)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._prune(trial)

@@ -1,0 +1,61 @@
+"""Shared fixtures: generated datasets on disk, tiny training configs, the shared real samples."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = REPO.parent / "shared" / "data"
+
+# Tests never talk to W&B's servers and never share a cache with the user.
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    """../shared/data (CamVid, Lyft-Udacity samples): present for developers and CI, never for users."""
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"real sample data not available ({SHARED_DATA} is absent)")
+    return SHARED_DATA
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _isolated_cache(tmp_path_factory):
+    """Generated datasets go to a per-session cache, not ~/.cache/kdseg."""
+    cache = tmp_path_factory.mktemp("kdseg-cache")
+    old = os.environ.get("KDSEG_CACHE")
+    os.environ["KDSEG_CACHE"] = str(cache)
+    yield cache
+    if old is None:
+        os.environ.pop("KDSEG_CACHE", None)
+    else:
+        os.environ["KDSEG_CACHE"] = old
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """48 generated 64x64 road scenes in the carla layout (PNG files on disk)."""
+    from kdseg.data import write_synth
+
+    out = tmp_path_factory.mktemp("synth") / "scenes"
+    write_synth(out, n=48, size=(64, 64), seed=0)
+    return out
+
+
+def tiny_config(root: Path, **sections) -> dict:
+    """A training config dict for fast CPU runs on ``root`` (carla layout), sections merged in."""
+    cfg = {
+        "data": {"format": "carla", "root": str(root), "image_size": [64, 64], "num_classes": 13},
+        "teacher": {"arch": "Unet", "encoder": "resnet34"},
+        "student": {"arch": "Unet", "encoder": "resnet18"},
+        "distill": {"mode": "online", "temperature": 4.0, "alpha": 0.5, "sites": ["logits"]},
+        "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "seed": 0},
+        "tracking": {"wandb": {"mode": "disabled"}},
+    }
+    for name, values in sections.items():
+        cfg[name] = {**cfg.get(name, {}), **values}
+    return cfg
