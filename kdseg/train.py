@@ -27,8 +27,9 @@ import json
 import math
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import nullcontext
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -41,6 +42,27 @@ from kdseg.config import KDConfig, config_to_dict, save_config
 from kdseg.errors import CheckpointError
 
 Report = Callable[[dict[str, Any], Path | None], None]
+
+
+@dataclass
+class EpochContext:
+    """What an epoch hook sees after validation, before the epoch is reported.
+
+    Hooks (e.g. image logging) may read the models and data and add keys to ``metrics``; they must
+    not change the models' weights or modes (``evaluate`` puts them back in train mode after).
+    """
+
+    cfg: KDConfig
+    epoch: int  # 1-based, as in metrics["epoch"]
+    metrics: dict[str, Any]
+    student: nn.Module
+    teacher: nn.Module | None
+    data: Any  # kdseg.data.SegData
+    device: torch.device
+    run_dir: Path | None
+
+
+EpochHook = Callable[[EpochContext], None]
 METRICS_FILE = "metrics.jsonl"
 
 
@@ -164,11 +186,13 @@ def train_kd(
     run_dir: str | Path | None = None,
     resume: str | Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
+    hooks: Sequence[EpochHook] = (),
 ) -> dict[str, Any]:
     """Train teacher and student together as ``cfg`` says; returns the last epoch's metrics.
 
     ``data`` is a :class:`kdseg.data.SegData`; ``report(metrics, checkpoint_dir)`` is called after
-    every epoch; ``on_step(step, steps_per_epoch)`` after every training step (progress bars).
+    every epoch; ``on_step(step, steps_per_epoch)`` after every training step (progress bars);
+    each of ``hooks`` gets an :class:`EpochContext` after validation, before the report.
     Raises :class:`Diverged` when a loss becomes NaN or infinite.
     """
     from kdseg.data import make_loaders
@@ -260,6 +284,21 @@ def train_kd(
         metrics["epoch_time_s"] = time.perf_counter() - t0
         if torch.cuda.is_available():
             metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
+
+        if hooks:
+            unwrap = accelerator.unwrap_model
+            ctx = EpochContext(
+                cfg,
+                epoch + 1,
+                metrics,
+                unwrap(student),
+                unwrap(teacher) if teacher is not None else None,
+                data,
+                accelerator.device,
+                run_dir,
+            )
+            for hook in hooks:
+                hook(ctx)
 
         ckpt_dir = None
         if run_dir is not None:
