@@ -23,24 +23,23 @@ from kdseg.data import (
 )
 from kdseg.errors import DatasetError
 
-SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 
-
-def _shared(name: str) -> Path:
-    path = SHARED_DATA / name
+def _shared(shared_data: Path, name: str) -> Path:
+    path = shared_data / name
     if not path.is_dir():
-        pytest.skip(f"real sample data not available: {path} (it lives in shared/data beside the repo)")
+        pytest.skip(f"real sample data not available: {path} is absent")
     return path
 
 
 @pytest.fixture
-def lyft() -> Path:
-    return _shared("lyft_udacity_samples")
+def lyft(shared_data: Path) -> Path:
+    """../shared/data/lyft_udacity_samples (skips when absent; see conftest.shared_data)."""
+    return _shared(shared_data, "lyft_udacity_samples")
 
 
 @pytest.fixture
-def camvid() -> Path:
-    return _shared("camvid")
+def camvid(shared_data: Path) -> Path:
+    return _shared(shared_data, "camvid")
 
 
 @pytest.fixture(autouse=True)
@@ -427,3 +426,34 @@ def test_loaders_are_seed_deterministic(workers: int):
     assert not torch.equal(runs["a"][0][0][0], runs["a"][0][3][0])
     for (xa, _), (xc, _) in zip(runs["a"][1], runs["c"][1], strict=True):
         torch.testing.assert_close(xa, xc)
+
+
+@pytest.mark.timeout(120)
+def test_workers_start_after_threaded_decoding(tmp_path: Path):
+    # Decoding resizes large images with OpenCV on several threads; loader workers forked
+    # afterwards must not inherit a broken OpenCV thread pool (they used to hang).
+    root = write_carla(tmp_path / "d", n=4, size=(480, 640))
+    cfg = carla_cfg(root, image_size=(224, 320), val_fraction=0.5, augment={"mode": "crop"})
+    data = load_data(cfg)
+    train, val = make_loaders(data, cfg, batch_size=1, num_workers=2, seed=0)
+    assert len(_batches(train)) == 2 and len(_batches(val)) == 2
+
+
+@pytest.mark.timeout(120)
+def test_batches_independent_of_workers_and_resumable():
+    data = _toy_data(n_train=12)
+    cfg = DataConfig(image_size=(32, 32), augment={"mode": "crop", "color_jitter": 1.0})
+    train0, _ = make_loaders(data, cfg, batch_size=4, num_workers=0, seed=3)
+    epochs0 = [_batches(train0) for _ in range(3)]
+    train2, _ = make_loaders(data, cfg, batch_size=4, num_workers=2, seed=3)
+    epochs2 = [_batches(train2) for _ in range(3)]
+    resumed, _ = make_loaders(data, cfg, batch_size=4, num_workers=0, seed=3)
+    resumed.set_epoch(2)
+    epoch_r = _batches(resumed)
+    for got in (epochs2[0], epochs2[1], epochs2[2], epoch_r):
+        assert len(got) == 3
+    for a, b in [*zip(epochs0, epochs2, strict=True), (epochs0[2], epoch_r)]:
+        for (xa, ya), (xb, yb) in zip(a, b, strict=True):
+            torch.testing.assert_close(xa, xb)
+            torch.testing.assert_close(ya, yb)
+    assert not torch.equal(epochs0[1][0][0], epochs0[2][0][0])

@@ -1,0 +1,44 @@
+"""Datasets: decode once into numpy arrays (:class:`SegData`), then wrap them in torch loaders.
+
+- :func:`load_data` reads a dataset folder (``carla``, ``camvid``, ``synthetic``; formats are
+  registered by name in :mod:`kdseg.data.registry`) into a picklable :class:`SegData`.
+- :func:`make_loaders` builds train/val ``DataLoader``\\ s with albumentations pipelines
+  (:func:`build_transforms`).
+- :func:`write_synth` renders procedural road scenes in the carla layout.
+"""
+
+from kdseg.data.classes import CAMVID_CLASSES, CAMVID_PALETTE, CARLA_CLASSES, CARLA_PALETTE
+from kdseg.data.load import load_data
+from kdseg.data.registry import available_formats, register
+from kdseg.data.synth import synth_cache_dir, write_synth
+from kdseg.data.types import SegData, Split
+
+
+def __getattr__(name: str):
+    # torch and albumentations are heavy: import them only when loaders are asked for.
+    if name in ("make_loaders", "SegDataset", "seed_worker"):
+        from kdseg.data import loaders
+
+        return getattr(loaders, name)
+    if name == "build_transforms":
+        from kdseg.data.transforms import build_transforms
+
+        return build_transforms
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+__all__ = [
+    "CAMVID_CLASSES",
+    "CAMVID_PALETTE",
+    "CARLA_CLASSES",
+    "CARLA_PALETTE",
+    "SegData",
+    "Split",
+    "available_formats",
+    "build_transforms",
+    "load_data",
+    "make_loaders",
+    "register",
+    "synth_cache_dir",
+    "write_synth",
+]

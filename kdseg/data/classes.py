@@ -1,0 +1,89 @@
+"""Class names and colour palettes of the label sets kdseg reads (index = class id)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+# Lyft-Udacity Perception Challenge / CARLA 0.8: the class id is the RED channel of CameraSeg.
+CARLA_CLASSES: tuple[str, ...] = (
+    "None",
+    "Buildings",
+    "Fences",
+    "Other",
+    "Pedestrians",
+    "Poles",
+    "RoadLines",
+    "Roads",
+    "Sidewalks",
+    "Vegetation",
+    "Vehicles",
+    "Walls",
+    "TrafficSigns",
+)
+CARLA_PALETTE = np.array(
+    [
+        (0, 0, 0),
+        (70, 70, 70),
+        (190, 153, 153),
+        (250, 170, 160),
+        (220, 20, 60),
+        (153, 153, 153),
+        (157, 234, 50),
+        (128, 64, 128),
+        (244, 35, 232),
+        (107, 142, 35),
+        (0, 0, 142),
+        (102, 102, 156),
+        (220, 220, 0),
+    ],
+    dtype=np.uint8,
+)
+
+# CamVid as distributed with SegNet: ids 0..10, 11 = unlabelled (mapped to the ignore index).
+CAMVID_CLASSES: tuple[str, ...] = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
+CAMVID_UNLABELLED = 11
+CAMVID_PALETTE = np.array(
+    [
+        (128, 128, 128),
+        (128, 0, 0),
+        (192, 192, 128),
+        (128, 64, 128),
+        (60, 40, 222),
+        (128, 128, 0),
+        (192, 128, 128),
+        (64, 64, 128),
+        (64, 0, 128),
+        (64, 64, 0),
+        (0, 128, 192),
+    ],
+    dtype=np.uint8,
+)
+
+
+def fit_classes(
+    names: tuple[str, ...], palette: np.ndarray, num_classes: int
+) -> tuple[list[str], np.ndarray]:
+    """Names and palette for exactly ``num_classes`` classes.
+
+    A config may declare more classes than the format defines (extra ids get generic names and
+    seeded colours) or fewer (the list is cut; the loader has already checked that no label uses
+    an id beyond ``num_classes``).
+    """
+    out_names = [*names[:num_classes], *(f"class_{i}" for i in range(len(names), num_classes))]
+    extra = max(0, num_classes - len(palette))
+    rng = np.random.default_rng(num_classes)
+    more = rng.integers(0, 256, size=(extra, 3), dtype=np.uint8)
+    out_palette = np.concatenate([palette[:num_classes], more]).astype(np.uint8)
+    return out_names, out_palette

@@ -1,0 +1,54 @@
+"""The Lyft-Udacity Perception Challenge layout (CARLA 0.8).
+
+``ROOT/CameraRGB/*.png`` + ``ROOT/CameraSeg/*.png`` paired by file name, the class id in the RED
+channel of ``CameraSeg``; or ``ROOT/{train,val}/{CameraRGB,CameraSeg}`` for a fixed split.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kdseg.config import DataConfig
+from kdseg.data.classes import CARLA_CLASSES, CARLA_PALETTE
+from kdseg.data.decode import open_image
+from kdseg.data.layout import Layout, pair_folders, random_split, require_dir
+from kdseg.data.registry import register
+from kdseg.errors import DatasetError
+
+RGB_DIR, SEG_DIR = "CameraRGB", "CameraSeg"
+
+
+def read_red_channel(path: Path, ignore_index: int) -> np.ndarray:
+    """Class ids of a CameraSeg PNG: its red channel (a grey PNG is its own red channel)."""
+    with open_image(path) as im:
+        if im.mode in ("RGB", "RGBA"):
+            return np.asarray(im.getchannel("R"))
+        if im.mode == "L":
+            return np.asarray(im)
+        if im.mode == "P":
+            return np.asarray(im.convert("RGB").getchannel("R"))
+        raise DatasetError(f"{path}: unsupported label PNG mode {im.mode!r} (expected 8-bit RGB)")
+
+
+def carla_layout(root: Path, cfg: DataConfig, name: str = "carla") -> Layout:
+    require_dir(root)
+    if (root / "train" / RGB_DIR).is_dir() and (root / "val" / RGB_DIR).is_dir():
+        train = pair_folders(root / "train" / RGB_DIR, root / "train" / SEG_DIR)
+        val = pair_folders(root / "val" / RGB_DIR, root / "val" / SEG_DIR)
+    elif (root / RGB_DIR).is_dir():
+        pairs = pair_folders(root / RGB_DIR, root / SEG_DIR)
+        train, val = random_split(pairs, cfg.val_fraction, cfg.seed, root)
+    else:
+        raise DatasetError(
+            f"{root}: not a {name} dataset: expected {RGB_DIR}/ and {SEG_DIR}/ folders "
+            f"(or train/ and val/ each holding them)"
+        )
+    return Layout(train, val, CARLA_CLASSES, CARLA_PALETTE, read_red_channel, f"{name}:{root}")
+
+
+@register("carla")
+def carla(cfg: DataConfig) -> Layout:
+    assert cfg.root is not None  # the config requires a root for this format
+    return carla_layout(Path(cfg.root).expanduser().resolve(), cfg)

@@ -1,0 +1,17 @@
+"""Procedurally generated road scenes in the carla layout, generated on first use."""
+
+from __future__ import annotations
+
+from kdseg.config import DataConfig
+from kdseg.data.formats.carla import carla_layout
+from kdseg.data.layout import Layout
+from kdseg.data.registry import register
+from kdseg.data.synth import ensure_synth, synth_cache_dir
+
+
+@register("synthetic")
+def synthetic(cfg: DataConfig) -> Layout:
+    s = cfg.synth
+    root = cfg.root.expanduser().resolve() if cfg.root is not None else synth_cache_dir(s.n, s.size, s.seed)
+    ensure_synth(root, s.n, tuple(s.size), s.seed)
+    return carla_layout(root, cfg, name="synthetic")

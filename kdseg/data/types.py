@@ -1,0 +1,65 @@
+"""The decoded dataset: plain numpy arrays, picklable, shared zero-copy through Ray's object store."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+
+@dataclass
+class Split:
+    """One split of a dataset, decoded and resized once.
+
+    ``images`` is uint8 ``[N, H, W, 3]`` in RGB order; ``masks`` is uint8 ``[N, H, W]`` holding class
+    ids, with unlabelled pixels equal to the config's ``ignore_index``; ``names`` are file stems in
+    the same order.
+    """
+
+    images: np.ndarray
+    masks: np.ndarray
+    names: list[str]
+
+    def __post_init__(self) -> None:
+        n = len(self.names)
+        if self.images.ndim != 4 or self.images.shape[-1] != 3 or self.images.dtype != np.uint8:
+            raise ValueError(
+                f"images must be uint8 [N, H, W, 3], got {self.images.dtype} {self.images.shape}"
+            )
+        if self.masks.ndim != 3 or self.masks.dtype != np.uint8:
+            raise ValueError(f"masks must be uint8 [N, H, W], got {self.masks.dtype} {self.masks.shape}")
+        if self.images.shape[:3] != self.masks.shape or len(self.images) != n:
+            raise ValueError(
+                f"images {self.images.shape}, masks {self.masks.shape} and {n} names do not agree"
+            )
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    @property
+    def size(self) -> tuple[int, int]:
+        """``(H, W)`` of the stored arrays."""
+        return int(self.images.shape[1]), int(self.images.shape[2])
+
+
+@dataclass
+class SegData:
+    """A whole dataset as kdseg trains on it: decoded once per node, then shared by trials."""
+
+    train: Split
+    val: Split
+    num_classes: int
+    ignore_index: int
+    class_names: list[str]
+    palette: np.ndarray  # uint8 [num_classes, 3], for colourising masks
+    source: str  # e.g. "carla:/abs/path"
+
+    def colorize(self, mask: np.ndarray) -> np.ndarray:
+        """RGB uint8 image of a class-id mask; ignore (and unknown ids) are black."""
+        lut = np.zeros((256, 3), dtype=np.uint8)
+        lut[: len(self.palette)] = self.palette
+        lut[self.ignore_index] = 0
+        return lut[np.asarray(mask, dtype=np.uint8)]
+
+    def nbytes(self) -> int:
+        return sum(a.nbytes for s in (self.train, self.val) for a in (s.images, s.masks))
