@@ -187,12 +187,15 @@ def train_kd(
     resume: str | Path | None = None,
     on_step: Callable[[int, int], None] | None = None,
     hooks: Sequence[EpochHook] = (),
+    keep_last_checkpoint: bool = True,
 ) -> dict[str, Any]:
     """Train teacher and student together as ``cfg`` says; returns the last epoch's metrics.
 
     ``data`` is a :class:`kdseg.data.SegData`; ``report(metrics, checkpoint_dir)`` is called after
     every epoch; ``on_step(step, steps_per_epoch)`` after every training step (progress bars);
     each of ``hooks`` gets an :class:`EpochContext` after validation, before the report.
+    ``keep_last_checkpoint=False`` skips the full checkpoint after the final epoch (a sweep trial
+    that has finished is never resumed); student.pt is always written.
     Raises :class:`Diverged` when a loss becomes NaN or infinite.
     """
     from kdseg.data import make_loaders
@@ -242,8 +245,10 @@ def train_kd(
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, t.epochs):
         seed_everything(_epoch_seed(t.seed, epoch))
-        if hasattr(train_loader, "set_epoch"):
-            train_loader.set_epoch(epoch)
+        # shuffle order and augmentations are functions of (seed, epoch): resumed runs see the same batches
+        for obj in (train_loader, getattr(train_loader, "dataset", None)):
+            if hasattr(obj, "set_epoch"):
+                obj.set_epoch(epoch)
         student.train()
         if m.teacher_trains:
             teacher.train()
@@ -319,8 +324,9 @@ def train_kd(
                     sched_t,
                 )
                 save_atomic(state["student"], run_dir / STUDENT_CHECKPOINT)
-                save_atomic(state, run_dir / FULL_CHECKPOINT)
-                ckpt_dir = run_dir
+                if not is_last or keep_last_checkpoint:
+                    save_atomic(state, run_dir / FULL_CHECKPOINT)
+                    ckpt_dir = run_dir
         if report is not None:
             report(metrics, ckpt_dir)
         last = metrics
