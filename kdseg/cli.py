@@ -13,6 +13,8 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from kdseg.bench import add_bench_parser  # light: no torch at import
+from kdseg.deploy import add_export_format_args
 from kdseg.errors import KdsegError
 from kdseg.fileio import require_writable
 
@@ -187,6 +189,10 @@ def _print_sweep_result(result) -> int:
 
 
 def cmd_export(args: argparse.Namespace) -> int:
+    if args.format:  # the student itself, as a runtime can load it
+        from kdseg.deploy import run_export_format
+
+        return run_export_format(args)
     from kdseg.export import export_config
 
     path, row = export_config(args.sweep_dir, out=args.output, rank_by=args.rank_by)
@@ -243,13 +249,21 @@ def build_parser() -> argparse.ArgumentParser:
 
     e = sub.add_parser("export", help="write the best trial's complete training config")
     e.add_argument("sweep_dir", help="the sweep folder (runs/NAME)")
-    e.add_argument("-o", "--output", help="output file (default: SWEEP_DIR/best_config.yaml)")
+    e.add_argument(
+        "-o",
+        "--output",
+        help="output file (default: SWEEP_DIR/best_config.yaml; with --format: "
+        "SWEEP_DIR/best_student.onnx or .torchscript.pt)",
+    )
     e.add_argument(
         "--rank-by",
         help="rank by this leaderboard column instead of the sweep's objective "
         "(iou_per_mparam, val_miou, pareto, teacher_val_miou, ...)",
     )
+    add_export_format_args(e)
     e.set_defaults(func=cmd_export)
+
+    add_bench_parser(sub)
     return p
 
 

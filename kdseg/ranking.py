@@ -57,18 +57,32 @@ LEADERBOARD_COLUMNS = [
     "val_miou",
     "teacher_val_miou",
     "iou_per_mparam",
+    "gflops",
+    "latency_ms",
+    "iou_per_gflop",
     "epochs",
     "pareto",
     "error",
 ]
 STATUSES = ("completed", "stopped", "running", "error", "diverged")
 FAILED_STATUSES = ("error", "diverged")
-OBJECTIVES = ("iou_per_mparam", "val_miou", "pareto")
+OBJECTIVES = ("iou_per_mparam", "val_miou", "pareto", "iou_per_gflop", "latency_ms")
+# Ranking by these columns prefers smaller values; every other numeric column prefers larger ones.
+LOWER_IS_BETTER = {"latency_ms", "gflops", "student_params"}
 
 # Column types restored when a leaderboard CSV is read back; other columns are inferred.
 _STR_COLUMNS = {"trial_id", "status", "teacher", "student", "mode", "distill_site", "alternation", "error"}
 _INT_COLUMNS = {"rank", "student_params", "epochs"}
-_FLOAT_COLUMNS = {"temperature", "alpha", "val_miou", "teacher_val_miou", "iou_per_mparam"}
+_FLOAT_COLUMNS = {
+    "temperature",
+    "alpha",
+    "val_miou",
+    "teacher_val_miou",
+    "iou_per_mparam",
+    "gflops",
+    "latency_ms",
+    "iou_per_gflop",
+}
 _BOOL_COLUMNS = {"pareto"}
 
 
@@ -128,9 +142,10 @@ def _sort_key(row: Mapping[str, Any], objective: str, max_t: int) -> tuple:
         key: tuple = (primary is None, -(primary or 0.0))
     elif objective == "pareto":
         key = (miou is None, not row.get("pareto"), -(miou or 0.0))
-    else:  # val_miou, or any numeric column (higher is better), e.g. teacher_val_miou
+    else:  # val_miou, or any numeric column, e.g. teacher_val_miou, iou_per_gflop, latency_ms
         value = _num(row.get(objective))
-        key = (value is None, -(value or 0.0))
+        sign = 1.0 if objective in LOWER_IS_BETTER else -1.0
+        key = (value is None, sign * (value or 0.0))
     return (
         _tier(row, max_t),
         *key,

@@ -142,7 +142,7 @@ DomainKind = Literal["uniform", "loguniform", "quniform", "randint", "choice", "
 DOMAIN_KINDS: tuple[str, ...] = typing.get_args(DomainKind)
 NUMERIC_KINDS = ("uniform", "loguniform", "quniform", "randint")
 CATEGORICAL_KINDS = ("choice", "grid")
-Objective = Literal["iou_per_mparam", "val_miou", "pareto"]
+Objective = Literal["iou_per_mparam", "val_miou", "pareto", "iou_per_gflop", "latency_ms"]
 
 # Top-level keys of a space file; overrides starting with these change the space file.
 SPACE_KEYS = ("base", "base_config", "space", "sweep", "storage", "name")
