@@ -17,6 +17,7 @@ from kdseg.bench import add_bench_parser  # light: no torch at import
 from kdseg.deploy import add_export_format_args
 from kdseg.errors import KdsegError
 from kdseg.fileio import require_writable
+from kdseg.submit import add_cluster_parsers  # stdlib-only at import
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -264,6 +265,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     add_bench_parser(sub)
+    add_cluster_parsers(sub)
     return p
 
 

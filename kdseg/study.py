@@ -15,6 +15,8 @@ trial id in its user attributes (``ray_trial_id``) and kdseg's status (``kdseg_s
 from __future__ import annotations
 
 import logging
+import random
+import time
 from pathlib import Path
 from typing import Any
 
@@ -49,11 +51,43 @@ def open_storage(url: str):
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
         raise ConfigError(f"storage: {url!r} is neither an SQLAlchemy URL (dialect://...) nor journal:PATH")
-    try:
-        return optuna.storages.RDBStorage(url, engine_kwargs=_engine_kwargs(url))
-    except Exception as e:  # sqlalchemy raises many kinds; every one means "cannot use this storage"
-        first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-        raise ConfigError(f"storage: cannot open {_redact(url)}: {first}") from None
+    for attempt in range(_SCHEMA_RACE_ATTEMPTS):
+        try:
+            return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs=_engine_kwargs(url))
+        except Exception as e:  # sqlalchemy raises many kinds; every one means "cannot use this storage"
+            if _schema_race(e, url) and attempt + 1 < _SCHEMA_RACE_ATTEMPTS:
+                time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
+                continue
+            first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
+            raise ConfigError(f"storage: cannot open {_redact(url)}: {first}") from None
+    raise AssertionError("unreachable")
+
+
+# --- database servers (PostgreSQL, MySQL) shared by several sweeps -------------------------------
+# Optuna creates its tables on first use. Two sweeps opening a fresh database at the same moment
+# race on CREATE TABLE / the version rows (PostgreSQL: UniqueViolation on pg_type, DuplicateTable);
+# the loser retries and finds the schema in place.
+_SCHEMA_RACE_ATTEMPTS = 6
+
+
+def _schema_race(err: BaseException, url: str) -> bool:
+    import sqlalchemy.exc
+
+    return not url.startswith("sqlite") and isinstance(
+        err, (sqlalchemy.exc.IntegrityError, sqlalchemy.exc.ProgrammingError)
+    )
+
+
+def _driver_url(url: str) -> str:
+    """``postgresql://`` (or Heroku's ``postgres://``) without a driver means psycopg 3, kdseg's dependency.
+
+    SQLAlchemy 2.0 maps a bare ``postgresql://`` to psycopg2 and 2.1 to psycopg; naming the driver
+    makes the URL work the same with both.
+    """
+    for bare in ("postgresql://", "postgres://"):
+        if url.startswith(bare):
+            return "postgresql+psycopg://" + url.removeprefix(bare)
+    return url
 
 
 def _engine_kwargs(url: str) -> dict[str, Any]:

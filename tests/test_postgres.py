@@ -1,0 +1,259 @@
+"""Optuna on a real PostgreSQL server: the storage a cluster's sweeps share.
+
+The test starts its own throw-away server (``initdb`` + ``pg_ctl`` from the Debian package
+``postgresql``, which .ci/run installs) on a free loopback port, with password authentication;
+the password travels in ``PGPASSWORD``, never in the storage URL or the sweep folder. Two sweeps
+write to one fresh database at once under different study names, and the ``optuna`` command-line
+tool reads both studies back.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import pwd
+import secrets
+import shutil
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from pathlib import Path
+
+import optuna
+import pytest
+import yaml
+
+from kdseg.ranking import read_leaderboard_csv
+from tests.conftest import REPO, tiny_config
+
+IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
+
+
+def _pg_bin() -> Path | None:
+    """The folder of pg_ctl/initdb: on PATH, else Debian's /usr/lib/postgresql/<newest>/bin."""
+    found = shutil.which("pg_ctl")
+    if found and shutil.which("initdb"):
+        return Path(found).resolve().parent
+    versions = sorted(glob.glob("/usr/lib/postgresql/*/bin/pg_ctl"), key=lambda p: int(Path(p).parts[-3]))
+    return Path(versions[-1]).parent if versions else None
+
+
+class Postgres:
+    def __init__(self, bin_dir: Path, folder: Path, port: int, password: str, user: str | None):
+        self.bin_dir, self.folder, self.port, self.password, self.user = bin_dir, folder, port, password, user
+        self.data = folder / "data"
+
+    def run(self, tool: str, *args: str, **kw):
+        return subprocess.run(
+            [str(self.bin_dir / tool), *args],
+            user=self.user,  # initdb and postgres refuse to run as root
+            capture_output=True,
+            text=True,
+            timeout=120,
+            **kw,
+        )
+
+    def url(self, db: str = "kdseg") -> str:
+        return f"postgresql://kdseg@127.0.0.1:{self.port}/{db}"
+
+    @property
+    def env(self) -> dict[str, str]:
+        return {**os.environ, "PGPASSWORD": self.password, "WANDB_MODE": "offline"}
+
+    def createdb(self, name: str) -> str:
+        out = self.run("createdb", "-h", "127.0.0.1", "-p", str(self.port), "-U", "kdseg", name, env=self.env)
+        assert out.returncode == 0, out.stderr
+        return self.url(name)
+
+
+def _free_port() -> int:
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+@pytest.fixture(scope="module")
+def postgres():
+    bin_dir = _pg_bin()
+    if bin_dir is None:
+        msg = "PostgreSQL server binaries not found (Debian: apt-get install postgresql; .ci/run does it)"
+        if IN_CI:
+            pytest.fail(msg)
+        pytest.skip(msg)
+    user = None
+    folder = Path(tempfile.mkdtemp(prefix="kdpg", dir="/tmp"))
+    if os.geteuid() == 0:
+        try:
+            pw = pwd.getpwnam("postgres")
+        except KeyError:
+            pytest.fail("running as root, and there is no 'postgres' user to run the server as")
+        user = "postgres"
+        os.chown(folder, pw.pw_uid, pw.pw_gid)
+    password = secrets.token_hex(12)
+    pwfile = folder / "pw"
+    pwfile.write_text(password + "\n")
+    if user:
+        os.chown(pwfile, pwd.getpwnam(user).pw_uid, -1)
+    pg = Postgres(bin_dir, folder, _free_port(), password, user)
+    out = pg.run(
+        "initdb", "-D", str(pg.data), "-U", "kdseg", f"--pwfile={pwfile}", "--auth-host=scram-sha-256",
+        "--auth-local=trust", "-E", "UTF8", "--no-sync",
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    opts = (
+        f"-p {pg.port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off "
+        "-c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+    )
+    out = pg.run("pg_ctl", "-D", str(pg.data), "-o", opts, "-l", str(folder / "server.log"), "-w", "start")
+    assert out.returncode == 0, out.stdout + out.stderr + (folder / "server.log").read_text()
+    try:
+        yield pg
+    finally:
+        pg.run("pg_ctl", "-D", str(pg.data), "-m", "immediate", "-w", "stop")
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def write_space(folder: Path, synth_dir: Path, storage: str) -> Path:
+    base = tiny_config(synth_dir, train={"batch_size": 8, "max_steps_per_epoch": 2})
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    space = {
+        "base": "base.yaml",
+        "space": {
+            "pair": {
+                "grid": [
+                    {"student.arch": "lightweight_unet", "student.width": 0.5, "label": "r34-light"},
+                    {"distill.mode": "none", "student.arch": "lightweight_unet", "student.width": 0.5},
+                ]
+            },
+            "distill.temperature": {"loguniform": [1, 8]},
+        },
+        "sweep": {
+            "num_samples": 2,
+            "asha": {"max_t": 1, "grace_period": 1, "reduction_factor": 2},
+            "resources_per_trial": {"cpu": 1},
+            "max_concurrent": 2,
+            "seed": 0,
+        },
+        "storage": storage,
+    }
+    path = folder / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def sweep_cmd(space: Path, out: Path, name: str) -> list[str]:
+    return [sys.executable, "-m", "kdseg.cli", "sweep", str(space), "--out", str(out), "--name", name]
+
+
+@pytest.mark.slow
+def test_two_sweeps_share_one_database(postgres, tmp_path, synth_dir):
+    url = postgres.createdb("sweeps")  # fresh: both sweeps race to create Optuna's tables
+    space = write_space(tmp_path, synth_dir, url)
+    runs = tmp_path / "runs"
+    procs = {
+        name: subprocess.Popen(
+            sweep_cmd(space, runs, name),
+            cwd=REPO,
+            env=postgres.env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+            text=True,
+        )
+        for name in ("alpha", "beta")
+    }
+    outputs = {name: p.communicate(timeout=600)[0] for name, p in procs.items()}
+    for name, p in procs.items():
+        assert p.returncode == 0, f"{name}:\n{outputs[name][-4000:]}"
+
+    authed = url.replace("kdseg@", f"kdseg:{postgres.password}@")
+    storage = optuna.storages.RDBStorage(authed.replace("postgresql://", "postgresql+psycopg://"))
+    ray_ids = {}
+    for name in ("alpha", "beta"):
+        sweep_dir = runs / name
+        assert not (sweep_dir / "optuna.db").exists()  # the study lives in PostgreSQL
+        assert postgres.password not in (sweep_dir / "sweep.yaml").read_text()
+        rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
+        trials = optuna.load_study(study_name=name, storage=storage).get_trials()
+        assert len(rows) == len(trials) == 2
+        ids = {t.user_attrs["ray_trial_id"] for t in trials}
+        assert ids == {r["trial_id"] for r in rows}  # each study holds exactly its own sweep's trials
+        assert all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
+        ray_ids[name] = ids
+    assert not ray_ids["alpha"] & ray_ids["beta"]
+
+    # the optuna command-line tool reads both studies back
+    optuna_cli = [sys.executable, "-m", "optuna"] if shutil.which("optuna") is None else ["optuna"]
+    out = subprocess.run(
+        [*optuna_cli, "study-names", "--storage", url],
+        env=postgres.env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert out.returncode == 0, out.stderr
+    assert {"alpha", "beta"} <= set(out.stdout.split())
+    for name in ("alpha", "beta"):
+        out = subprocess.run(
+            [*optuna_cli, "trials", "--study-name", name, "--storage", url, "-f", "json"],
+            env=postgres.env,
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert out.returncode == 0, out.stderr
+        listed = json.loads(out.stdout)
+        assert len(listed) == 2 and {t["state"] for t in listed} == {"COMPLETE"}
+
+    # the same study name again is refused before anything runs
+    again = subprocess.run(
+        sweep_cmd(space, tmp_path / "elsewhere", "alpha"),
+        cwd=REPO,
+        env=postgres.env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert again.returncode == 2 and "a study named 'alpha' exists already" in again.stderr
+    assert not (tmp_path / "elsewhere").exists()
+
+
+def test_storage_errors_and_the_schema_race(postgres, monkeypatch):
+    from kdseg.errors import ConfigError
+    from kdseg.study import open_storage
+
+    monkeypatch.delenv("PGPASSWORD", raising=False)
+    # a wrong password: refused at once, and the message names the storage without the secret
+    started = time.monotonic()
+    with pytest.raises(ConfigError, match="password authentication failed") as e:
+        open_storage(postgres.url().replace("kdseg@", "kdseg:wrong-secret@"))
+    assert "wrong-secret" not in str(e.value) and "kdseg:***@127.0.0.1" in str(e.value)
+    assert time.monotonic() - started < 30
+    # nothing listening
+    with pytest.raises(ConfigError, match="cannot open"):
+        open_storage(f"postgresql://kdseg@127.0.0.1:{_free_port()}/kdseg")
+
+    # sweeps opening a fresh database at the same moment race to create Optuna's tables; all succeed
+    url = postgres.createdb("race").replace("kdseg@", f"kdseg:{postgres.password}@")
+    barrier = threading.Barrier(6)
+    errors: list[BaseException] = []
+
+    def open_and_create(i: int) -> None:
+        barrier.wait()
+        try:
+            optuna.create_study(study_name=f"s{i}", storage=open_storage(url))
+        except BaseException as e:  # collected and asserted below
+            errors.append(e)
+
+    threads = [threading.Thread(target=open_and_create, args=(i,)) for i in range(6)]
+    for th in threads:
+        th.start()
+    for th in threads:
+        th.join(timeout=120)
+    assert not errors, errors
+    assert sorted(optuna.get_all_study_names(storage=open_storage(url))) == [f"s{i}" for i in range(6)]
