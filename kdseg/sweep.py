@@ -327,6 +327,21 @@ def _error_text(err: BaseException) -> str:
     return (text[-1] if text else type(err).__name__)[:300]
 
 
+def _set_aside_orphans(sweep_dir: Path, trial_ids: set[str]) -> None:
+    """Move trial folders that the Ray experiment does not know out of ``tune/``.
+
+    A driver killed after starting a trial but before Tune saved its experiment state leaves a
+    folder behind; the resumed sweep reruns that trial (its Optuna trial is adopted) under a new id.
+    The stale folder goes to ``orphaned/`` so that every folder in ``tune/`` is one leaderboard row.
+    """
+    tune_dir = sweep_dir / TUNE_DIR
+    for folder in sorted(p for p in tune_dir.iterdir() if p.is_dir()):
+        if folder.name not in trial_ids and (folder / "run").is_dir():
+            dest = sweep_dir / "orphaned" / folder.name
+            dest.parent.mkdir(exist_ok=True)
+            shutil.move(str(folder), str(dest))
+
+
 def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     """Write leaderboard.csv and best_config.yaml; close any Optuna trial still RUNNING."""
     from kdseg.export import export_config
@@ -334,6 +349,7 @@ def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     from kdseg.study import close_running, open_storage
 
     rows = collect_rows(plan, results)
+    _set_aside_orphans(plan.sweep_dir, {r["trial_id"] for r in rows})
     s = plan.spec.sweep
     board = build_leaderboard(rows, s.objective, s.asha.max_t)
     write_leaderboard_csv(
