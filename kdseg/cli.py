@@ -17,6 +17,7 @@ from kdseg.bench import add_bench_parser  # light: no torch at import
 from kdseg.deploy import add_export_format_args
 from kdseg.errors import KdsegError
 from kdseg.fileio import require_writable
+from kdseg.report import add_report_parser
 from kdseg.submit import add_cluster_parsers  # stdlib-only at import
 
 
@@ -103,12 +104,19 @@ def _run_training(cfg, data, out: Path, resume, console) -> int:
         )
         progress.update(task, epoch=min(m["epoch"] + 1, cfg.train.epochs), completed=0)
 
+    from kdseg.tracking import WandbRun
+
+    wb = WandbRun(cfg, out, class_names=data.class_names)
     try:
-        with progress:
-            last = train_kd(cfg, data, report, run_dir=out, resume=resume, on_step=on_step)
+        with progress, wb:
+            last = train_kd(
+                cfg, data, wb.wrap(report), run_dir=out, resume=resume, on_step=on_step, hooks=wb.hooks
+            )
     except Diverged as e:
         console.print(f"[red]diverged:[/] {e}")
+        console.print(wb.describe(), highlight=False, markup=False, soft_wrap=True)
         return 1
+    console.print(wb.describe(), highlight=False, markup=False, soft_wrap=True)
     took = time.perf_counter() - started
     s = cfg.student
     student = s.arch if s.arch == "lightweight_unet" else f"{s.arch}/{s.encoder}"
@@ -182,6 +190,10 @@ def _print_sweep_result(result) -> int:
         f"{len(result.leaderboard)} trials ({summary}) in {result.wall_time_s:.0f}s", highlight=False
     )
     console.print(f"leaderboard: {result.sweep_dir / 'leaderboard.csv'}", highlight=False)
+    from kdseg.tracking import finish_sweep
+
+    for line in finish_sweep(None, result):
+        console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.best_config is None:
         console.print("no trial produced a result; see the errors above", style="red")
         return 1
@@ -266,6 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     add_bench_parser(sub)
     add_cluster_parsers(sub)
+    add_report_parser(sub)
     return p
 
 

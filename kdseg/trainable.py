@@ -3,12 +3,18 @@
 The decoded dataset arrives through ``tune.with_parameters`` (the object store: one copy per node,
 shared read-only by that node's trials). Each epoch's metrics go to ``tune.report`` with the epoch's
 checkpoint folder as a ``tune.Checkpoint``; a restarted trial resumes from ``tune.get_checkpoint()``.
+
+Each trial is one W&B run (:class:`kdseg.tracking.WandbRun`: group = sweep name, name = trial id,
+config = the trial's resolved config plus its searched values under ``search``), finished however
+the trial ends (completed, stopped by ASHA, diverged, failed). The trial's epoch hooks write the
+prediction and layer-wise PNGs into ``run/images/`` and add ``peak_rss_mb`` to its metrics.
 """
 
 from __future__ import annotations
 
 import math
 import tempfile
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -26,12 +32,89 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in metrics.items() if isinstance(v, _SCALARS) or v is None}
 
 
+def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str, data, run_dir: Path):
+    """The (not yet opened) W&B run of one trial."""
+    from kdseg.tracking import WandbRun, run_id_for, search_column
+
+    group = sweep_dir.name
+    search = {search_column(k): v for k, v in params.items() if isinstance(v, (int, float, str, bool))}
+    return WandbRun(
+        cfg,
+        run_dir,
+        group=group,
+        name=trial_id,
+        run_id=run_id_for(group, trial_id),
+        job_type="sweep-trial",
+        extra_config={"sweep_name": group, "trial_id": trial_id, "search": search},
+        class_names=getattr(data, "class_names", None),
+        state_dir=sweep_dir,
+        # beside run/, not in it: run/ is what Tune copies into every checkpoint
+        wandb_dir=run_dir.parent,
+    )
+
+
+class _TrialExit:
+    """Lets Ray Tune's stop of a trial wait (at most ``timeout`` s) for the trial to wind down.
+
+    Tune stops a function trainable (ASHA, max_t reached) by releasing its training thread, which
+    then exits inside ``tune.report``, and ends the worker at once: a W&B run being finished in that
+    thread, and the wandb-core process with its unwritten records, would be killed midway. While the
+    thread waits inside ``tune.report`` (``in_report``), the session's ``finish`` is made to wait for
+    ``done`` (set when the trainable returns); a thread still busy training is not waited for.
+    Best effort: if Ray's internals differ, nothing is wrapped.
+    """
+
+    def __init__(self, timeout: float = 20.0):
+        self.done = threading.Event()
+        self.in_report = threading.Event()
+        self.timeout = timeout
+        try:
+            from ray.train._internal.session import get_session
+
+            session = get_session()
+            # a reused actor keeps its session: wrap Ray's own finish, never a previous trial's wrapper
+            original = getattr(session, "_kdseg_ray_finish", None) or session.finish
+        except Exception:
+            return
+
+        def finish(*args, **kwargs):
+            stopping_in_report = self.in_report.is_set()  # before the thread is released
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if stopping_in_report:
+                    self.done.wait(self.timeout)
+
+        try:
+            session._kdseg_ray_finish = original
+            session.finish = finish
+        except Exception:
+            pass
+
+    def report(self, *args, **kwargs) -> None:
+        """``tune.report``, marked as the point where a stop makes this thread exit."""
+        self.in_report.set()
+        try:
+            tune.report(*args, **kwargs)
+        finally:
+            self.in_report.clear()
+
+
 def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | None = None) -> None:
+    exit_ = _TrialExit()
+    try:
+        _run_trial(params, spec, data, sweep_dir, exit_.report)
+    finally:
+        exit_.done.set()
+
+
+def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report_to_tune=tune.report) -> None:
     from kdseg.space import trial_config
 
     cfg = trial_config(spec, params)
+    trial_id = tune.get_context().get_trial_id()
     # The run folder lives in the sweep folder (shared storage on a cluster), not Ray's local staging dir.
-    run_dir = trial_run_dir(Path(sweep_dir), tune.get_context().get_trial_id())
+    run_dir = trial_run_dir(Path(sweep_dir), trial_id)
     resume = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
@@ -44,25 +127,33 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
             (run_dir / "metrics.jsonl").write_text((restored / "metrics.jsonl").read_text())
 
     last: dict[str, Any] = {}
+    wb = trial_wandb_run(cfg, params, Path(sweep_dir), trial_id, data, run_dir)
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         nonlocal last
+        wb.log_epoch(metrics)  # before tune.report: a stopped trial exits inside tune.report
+        if (metrics.get("epoch") or 0) >= cfg.train.epochs:
+            wb.finish("completed")  # the last epoch: close the W&B run before Tune ends the trial
         last = scalar_metrics(metrics)
         if ckpt_dir is None:
-            tune.report(last)
+            report_to_tune(last)
             return
-        tune.report(last, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        report_to_tune(last, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
         # Tune has persisted its copy; the run folder keeps the small files, not a second full checkpoint.
         (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)
 
-    try:
-        train_kd(cfg, data, report, run_dir=run_dir, resume=resume)
-    except Diverged as e:
-        # A NaN/inf loss ends this trial as 'diverged': reported, not retried, not a crash.
-        final = {k: v for k, v in last.items() if not (isinstance(v, float) and math.isnan(v))}
-        # ASHA compares numbers: a diverged student scores 0; the leaderboard shows it as 'diverged'.
-        final.update(diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0)
-        tune.report(final)
+    with wb:
+        try:
+            train_kd(
+                cfg, data, report, run_dir=run_dir, resume=resume, hooks=wb.hooks, keep_last_checkpoint=False
+            )
+        except Diverged as e:
+            # A NaN/inf loss ends this trial as 'diverged': reported, not retried, not a crash.
+            wb.finish("diverged", error=str(e))
+            final = {k: v for k, v in last.items() if not (isinstance(v, float) and math.isnan(v))}
+            # ASHA compares numbers: a diverged student scores 0; the leaderboard shows it as 'diverged'.
+            final.update(diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0)
+            report_to_tune(final)
 
 
 class PruneFinishedCheckpoints(tune.Callback):
