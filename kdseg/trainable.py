@@ -12,7 +12,9 @@ prediction and layer-wise PNGs into ``run/images/`` and add ``peak_rss_mb`` to i
 
 from __future__ import annotations
 
+import logging
 import math
+import shutil
 import tempfile
 import threading
 from pathlib import Path
@@ -21,8 +23,11 @@ from typing import Any
 from ray import tune
 
 from kdseg.checkpoint import FULL_CHECKPOINT, STUDENT_CHECKPOINT
+from kdseg.errors import CheckpointError
 from kdseg.export import trial_run_dir
 from kdseg.train import Diverged, train_kd
+
+log = logging.getLogger(__name__)
 
 # Lists (per-class IoU) stay in metrics.jsonl; Tune gets scalars.
 _SCALARS = (int, float, bool, str)
@@ -116,15 +121,22 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
     # The run folder lives in the sweep folder (shared storage on a cluster), not Ray's local staging dir.
     run_dir = trial_run_dir(Path(sweep_dir), trial_id)
     resume = None
+    restored = None
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         restored = Path(tempfile.mkdtemp(prefix="kdseg-restore-"))
         checkpoint.to_directory(str(restored))
-        resume = restored / "checkpoint.pt"
-        # metrics.jsonl of the restored attempt continues from the checkpoint's epochs
-        if (restored / "metrics.jsonl").exists():
-            run_dir.mkdir(parents=True, exist_ok=True)
-            (run_dir / "metrics.jsonl").write_text((restored / "metrics.jsonl").read_text())
+        if (restored / FULL_CHECKPOINT).exists():
+            resume = restored / FULL_CHECKPOINT
+            # metrics.jsonl of the restored attempt continues from the checkpoint's epochs
+            if (restored / "metrics.jsonl").exists():
+                run_dir.mkdir(parents=True, exist_ok=True)
+                (run_dir / "metrics.jsonl").write_text((restored / "metrics.jsonl").read_text())
+        else:  # pruned when the trial finished before a driver crash: run it again from scratch
+            log.warning(
+                "trial %s: its checkpoint holds no %s; restarting from scratch", trial_id, FULL_CHECKPOINT
+            )
+            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
 
     last: dict[str, Any] = {}
     wb = trial_wandb_run(cfg, params, Path(sweep_dir), trial_id, data, run_dir)
@@ -142,11 +154,22 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
         # Tune has persisted its copy; the run folder keeps the small files, not a second full checkpoint.
         (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)
 
+    def run(resume_from):
+        train_kd(
+            cfg, data, report, run_dir=run_dir, resume=resume_from, hooks=wb.hooks, keep_last_checkpoint=False
+        )
+
     with wb:
         try:
-            train_kd(
-                cfg, data, report, run_dir=run_dir, resume=resume, hooks=wb.hooks, keep_last_checkpoint=False
-            )
+            try:
+                run(resume)
+            except CheckpointError as e:
+                if resume is None:
+                    raise
+                # a truncated or corrupted checkpoint: say so, and start the trial again from scratch
+                log.warning("trial %s: %s; restarting from scratch", trial_id, e)
+                (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+                run(None)
         except Diverged as e:
             # A NaN/inf loss ends this trial as 'diverged': reported, not retried, not a crash.
             wb.finish("diverged", error=str(e))
@@ -154,6 +177,9 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
             # ASHA compares numbers: a diverged student scores 0; the leaderboard shows it as 'diverged'.
             final.update(diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0)
             report_to_tune(final)
+        finally:
+            if restored is not None:
+                shutil.rmtree(restored, ignore_errors=True)
 
 
 class PruneFinishedCheckpoints(tune.Callback):
