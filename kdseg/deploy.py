@@ -32,6 +32,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from kdseg.bench import parse_size
 from kdseg.errors import KdsegError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -398,16 +399,6 @@ def export_student(
 # --------------------------------------------------------------------------------------- command
 
 
-def _size(text: str) -> tuple[int, int]:
-    try:
-        h, w = (int(p) for p in text.lower().split("x"))
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected HxW like 512x512, got {text!r}") from None
-    if h < 32 or w < 32 or h % 32 or w % 32:
-        raise argparse.ArgumentTypeError(f"size {text!r}: H and W must be multiples of 32 (at least 32)")
-    return h, w
-
-
 def add_export_format_args(parser: argparse.ArgumentParser) -> None:
     """Add ``--format``, ``--size`` and ``--opset`` to the ``kdseg export`` parser."""
     parser.add_argument(
@@ -417,7 +408,7 @@ def add_export_format_args(parser: argparse.ArgumentParser) -> None:
         "its config; -o names the file (default: SWEEP_DIR/best_student.onnx|.torchscript.pt)",
     )
     parser.add_argument(
-        "--size", type=_size, help="with --format: input HxW (default: the trial's data.image_size)"
+        "--size", type=parse_size, help="with --format: input HxW (default: the trial's data.image_size)"
     )
     parser.add_argument("--opset", type=int, help="with --format onnx: ONNX opset (default: the exporter's)")
 

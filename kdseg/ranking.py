@@ -86,7 +86,7 @@ _FLOAT_COLUMNS = {
 _BOOL_COLUMNS = {"pareto"}
 
 
-def _num(x: Any) -> float | None:
+def as_number(x: Any) -> float | None:
     """A finite float, or None (missing, NaN, inf, not a number)."""
     if x is None or isinstance(x, bool):
         return None
@@ -99,7 +99,7 @@ def _num(x: Any) -> float | None:
 
 def iou_per_mparam(val_miou: Any, student_params: Any) -> float | None:
     """``val_miou / (student_params / 1e6)``; None when either is missing or params <= 0."""
-    miou, params = _num(val_miou), _num(student_params)
+    miou, params = as_number(val_miou), as_number(student_params)
     if miou is None or params is None or params <= 0:
         return None
     return miou / (params / 1e6)
@@ -113,7 +113,7 @@ def pareto_mask(mious: Sequence[Any], params: Sequence[Any]) -> list[bool]:
     """
     if len(mious) != len(params):
         raise ValueError(f"{len(mious)} mIoU values but {len(params)} parameter counts")
-    pts = [(_num(m), _num(p)) for m, p in zip(mious, params, strict=True)]
+    pts = [(as_number(m), as_number(p)) for m, p in zip(mious, params, strict=True)]
     mask = []
     for i, (mi, pi) in enumerate(pts):
         if mi is None or pi is None:
@@ -130,20 +130,20 @@ def pareto_mask(mious: Sequence[Any], params: Sequence[Any]) -> list[bool]:
 def _tier(row: Mapping[str, Any], max_t: int) -> int:
     if row.get("status") in FAILED_STATUSES:
         return 2
-    epochs = _num(row.get("epochs")) or 0
+    epochs = as_number(row.get("epochs")) or 0
     return 0 if epochs >= max_t else 1
 
 
 def _sort_key(row: Mapping[str, Any], objective: str, max_t: int) -> tuple:
-    miou = _num(row.get("val_miou"))
-    params = _num(row.get("student_params"))
+    miou = as_number(row.get("val_miou"))
+    params = as_number(row.get("student_params"))
     if objective == "iou_per_mparam":
-        primary = _num(row.get("iou_per_mparam"))
+        primary = as_number(row.get("iou_per_mparam"))
         key: tuple = (primary is None, -(primary or 0.0))
     elif objective == "pareto":
         key = (miou is None, not row.get("pareto"), -(miou or 0.0))
     else:  # val_miou, or any numeric column, e.g. teacher_val_miou, iou_per_gflop, latency_ms
-        value = _num(row.get(objective))
+        value = as_number(row.get(objective))
         sign = 1.0 if objective in LOWER_IS_BETTER else -1.0
         key = (value is None, sign * (value or 0.0))
     return (
@@ -158,12 +158,12 @@ def _sort_key(row: Mapping[str, Any], objective: str, max_t: int) -> tuple:
 def build_leaderboard(rows: Iterable[Mapping[str, Any]], objective: str, max_t: int) -> list[dict[str, Any]]:
     """Rows ranked as the module docstring says, with ``iou_per_mparam``, ``pareto`` and ``rank`` filled."""
     out = [dict(r) for r in rows]
-    if objective not in OBJECTIVES and not any(_num(r.get(objective)) is not None for r in out):
+    if objective not in OBJECTIVES and not any(as_number(r.get(objective)) is not None for r in out):
         raise ValueError(
             f"cannot rank by {objective!r}: use {', '.join(OBJECTIVES)} or a numeric leaderboard column"
         )
     for r in out:
-        if _num(r.get("iou_per_mparam")) is None:
+        if as_number(r.get("iou_per_mparam")) is None:
             r["iou_per_mparam"] = iou_per_mparam(r.get("val_miou"), r.get("student_params"))
     front = pareto_mask([r.get("val_miou") for r in out], [r.get("student_params") for r in out])
     for r, on in zip(out, front, strict=True):
@@ -184,10 +184,10 @@ def best_row(rows: Sequence[Mapping[str, Any]], max_t: int | None = None) -> dic
 
     def finished(r: Mapping[str, Any]) -> bool:
         if max_t is not None:
-            return (_num(r.get("epochs")) or 0) >= max_t
+            return (as_number(r.get("epochs")) or 0) >= max_t
         return r.get("status") == "completed"
 
-    scored = [r for r in rows if _num(r.get("val_miou")) is not None]
+    scored = [r for r in rows if as_number(r.get("val_miou")) is not None]
     ok = [r for r in scored if r.get("status") not in FAILED_STATUSES]
     for pool in ([r for r in ok if finished(r)], ok, scored):
         if pool:
@@ -272,7 +272,7 @@ def read_leaderboard_csv(path: str | os.PathLike) -> list[dict[str, Any]]:
 
 
 def _fmt(v: Any, spec: str) -> str:
-    f = _num(v)
+    f = as_number(v)
     return "-" if f is None else format(f, spec)
 
 
@@ -300,7 +300,7 @@ def render_leaderboard(
         table.add_column(name, justify=justify, no_wrap=name != "teacher -> student")
     styles = {"error": "red", "diverged": "red", "stopped": "dim", "running": "yellow"}
     for i, r in enumerate(rows[:max_rows], start=1):
-        params = _num(r.get("student_params"))
+        params = as_number(r.get("student_params"))
         table.add_row(
             str(r.get("rank", i)),
             str(r.get("trial_id", "")),
@@ -329,7 +329,9 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, titl
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     pts = [
-        r for r in rows if _num(r.get("val_miou")) is not None and (_num(r.get("student_params")) or 0) > 0
+        r
+        for r in rows
+        if as_number(r.get("val_miou")) is not None and (as_number(r.get("student_params")) or 0) > 0
     ]
     front = pareto_mask([r["val_miou"] for r in pts], [r["student_params"] for r in pts])
 

@@ -42,6 +42,7 @@ from typing import Any
 
 from kdseg.errors import KdsegError
 from kdseg.fileio import atomic_write
+from kdseg.ranking import as_number
 
 REPORT_FILE = "report.html"
 STATUS_COLORS = {
@@ -103,11 +104,13 @@ class SweepData:
     @property
     def baseline(self) -> Trial | None:
         """The best no-KD trial (ran to the end first, then by val mIoU)."""
-        base = [t for t in self.trials if t.is_baseline and _num(t.row.get("val_miou")) is not None]
+        base = [t for t in self.trials if t.is_baseline and as_number(t.row.get("val_miou")) is not None]
         if not base:
             return None
         max_t = self.spec.max_t
-        return max(base, key=lambda t: ((_num(t.row.get("epochs")) or 0) >= max_t, _num(t.row["val_miou"])))
+        return max(
+            base, key=lambda t: ((as_number(t.row.get("epochs")) or 0) >= max_t, as_number(t.row["val_miou"]))
+        )
 
     @property
     def best_kd(self) -> Trial | None:
@@ -119,16 +122,6 @@ class SweepData:
 
     def by_id(self, trial_id: Any) -> Trial | None:
         return next((t for t in self.trials if t.trial_id == str(trial_id)), None)
-
-
-def _num(x: Any) -> float | None:
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def _read_jsonl(path: Path) -> list[dict[str, Any]]:
@@ -236,7 +229,7 @@ def trial_value(domain, key: str, config: Mapping[str, Any], params: Mapping[str
     if params and key in params:
         try:
             decoded = domain.decode(params[key])
-            return _num(decoded) if not domain.categorical else _label_text(domain.encode(decoded))
+            return as_number(decoded) if not domain.categorical else _label_text(domain.encode(decoded))
         except ValueError:
             pass
     if not config:
@@ -254,7 +247,7 @@ def trial_value(domain, key: str, config: Mapping[str, Any], params: Mapping[str
             if _same(v, value):
                 return _label_text(label)
         return None if value is None else _label_text(value)
-    return _num(value)
+    return as_number(value)
 
 
 # ----------------------------------------------------------------------------------------- plots
@@ -319,7 +312,7 @@ def curves_png(sd: SweepData) -> bytes:
         style = "--" if t.is_baseline else "-"
         status = t.row.get("status")
         for ax, key in ((ax1, "val_miou"), (ax2, "train_loss")):
-            pts = [(e, _num(m.get(key))) for e, m in zip(ep, t.metrics, strict=True)]
+            pts = [(e, as_number(m.get(key))) for e, m in zip(ep, t.metrics, strict=True)]
             pts = [(e, v) for e, v in pts if e is not None and v is not None]
             if not pts:
                 continue
@@ -366,7 +359,7 @@ def effects_png(sd: SweepData) -> bytes | None:
         d = sd.spec.space[key]
         pts = []
         for t in sd.trials:
-            y = _num(t.row.get("val_miou"))
+            y = as_number(t.row.get("val_miou"))
             x = trial_value(d, key, t.config, t.params)
             if y is not None and x is not None:
                 pts.append((x, y, t))
@@ -415,7 +408,7 @@ def effects_png(sd: SweepData) -> bytes | None:
 
 
 def _scatter_trial(ax, x, y, t: Trial, max_t: int) -> None:
-    full = (_num(t.row.get("epochs")) or 0) >= max_t
+    full = (as_number(t.row.get("epochs")) or 0) >= max_t
     color = "tab:red" if t.is_baseline else "tab:blue"
     marker = "X" if t.is_baseline else "o"
     ax.scatter(
@@ -487,7 +480,10 @@ def per_class_png(series: Sequence[tuple[str, list, str]], class_names: Sequence
     y = np.arange(n)
     for k, (label, vals, color) in enumerate(series):
         v = np.array(
-            [_num(x) if i < len(vals) and _num(x) is not None else np.nan for i, x in enumerate(vals)]
+            [
+                as_number(x) if i < len(vals) and as_number(x) is not None else np.nan
+                for i, x in enumerate(vals)
+            ]
             + [np.nan] * (n - len(vals))
         )
         ax.barh(
@@ -541,7 +537,7 @@ def _esc(x: Any) -> str:
 
 
 def _fmt(x: Any, spec: str = ".4f") -> str:
-    f = _num(x)
+    f = as_number(x)
     return "-" if f is None else format(f, spec)
 
 
@@ -593,7 +589,7 @@ def _leaderboard_html(sd: SweepData, best: Trial | None) -> str:
             if f == "l":
                 cells.append(f'<td class="l">{_esc(v if v is not None else "-")}</td>')
             elif f == "M":
-                cells.append(f"<td>{_fmt(None if _num(v) is None else _num(v) / 1e6, '.2f')}</td>")
+                cells.append(f"<td>{_fmt(None if as_number(v) is None else as_number(v) / 1e6, '.2f')}</td>")
             elif f == "d":
                 cells.append(f"<td>{_esc(v if v is not None else '-')}</td>")
             elif f == "*":
@@ -636,7 +632,7 @@ def _summary_html(sd: SweepData, best: Trial | None, baseline: Trial | None) -> 
             (
                 "best student",
                 f"trial {_esc(best.trial_id)}: {_esc(_trial_label(best))}{_esc(kd)} - val mIoU "
-                f"<b>{_fmt(r.get('val_miou'))}</b>, {_fmt((_num(r.get('student_params')) or 0) / 1e6, '.2f')} M params, "
+                f"<b>{_fmt(r.get('val_miou'))}</b>, {_fmt((as_number(r.get('student_params')) or 0) / 1e6, '.2f')} M params, "
                 f"IoU/Mparam {_fmt(r.get('iou_per_mparam'))}; teacher mIoU {_fmt(r.get('teacher_val_miou'))}",
             )
         )
@@ -645,7 +641,7 @@ def _summary_html(sd: SweepData, best: Trial | None, baseline: Trial | None) -> 
             (
                 "no-KD baseline",
                 f"trial {_esc(baseline.trial_id)}: {_esc(baseline.row.get('student'))} - val mIoU "
-                f"{_fmt(baseline.row.get('val_miou'))}, {_fmt((_num(baseline.row.get('student_params')) or 0) / 1e6, '.2f')} M params",
+                f"{_fmt(baseline.row.get('val_miou'))}, {_fmt((as_number(baseline.row.get('student_params')) or 0) / 1e6, '.2f')} M params",
             )
         )
     rows = "".join(f"<tr><th class='l'>{_esc(k)}</th><td>{v}</td></tr>" for k, v in items)
@@ -658,7 +654,9 @@ def _per_class_table(series: Sequence[tuple[str, list, str]], class_names: Seque
     rows = []
     for i in range(n):
         name = class_names[i] if i < len(class_names) else f"class_{i}"
-        cells = "".join(f"<td>{_fmt(_num(v[i]) if i < len(v) else None, '.3f')}</td>" for _, v, _ in series)
+        cells = "".join(
+            f"<td>{_fmt(as_number(v[i]) if i < len(v) else None, '.3f')}</td>" for _, v, _ in series
+        )
         rows.append(f"<tr><td class='l'>{_esc(name)}</td>{cells}</tr>")
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(rows)}</tbody></table></div>'
 
@@ -675,11 +673,11 @@ def _hardware_html(sd: SweepData) -> str:
     for t in sd.trials:
 
         def mean(key: str, t: Trial = t) -> float | None:
-            v = [x for m in t.metrics if (x := _num(m.get(key))) is not None]
+            v = [x for m in t.metrics if (x := as_number(m.get(key))) is not None]
             return sum(v) / len(v) if v else None
 
         def peak(key: str, t: Trial = t) -> float | None:
-            v = [x for m in t.metrics if (x := _num(m.get(key))) is not None]
+            v = [x for m in t.metrics if (x := as_number(m.get(key))) is not None]
             return max(v) if v else None
 
         n_stats, cpu, rss = 0, None, None
@@ -690,8 +688,8 @@ def _hardware_html(sd: SweepData) -> str:
             except Exception:
                 continue
             n_stats += len(run.stats)
-            cpus = [c for s in run.stats if (c := _num(s.get("cpu"))) is not None]
-            rsss = [c for s in run.stats if (c := _num(s.get("proc.memory.rssMB"))) is not None]
+            cpus = [c for s in run.stats if (c := as_number(s.get("cpu"))) is not None]
+            rsss = [c for s in run.stats if (c := as_number(s.get("proc.memory.rssMB"))) is not None]
             cpu = sum(cpus) / len(cpus) if cpus else cpu
             rss = max(rsss) if rsss else rss
         rows.append(
