@@ -59,3 +59,36 @@ def tiny_config(root: Path, **sections) -> dict:
     for name, values in sections.items():
         cfg[name] = {**cfg.get(name, {}), **values}
     return cfg
+
+
+def tiny_space(
+    base: str, *, num_samples: int = 4, max_t: int = 2, extra_space=None, storage=None, **sweep
+) -> dict:
+    """A search space dict over ``base``: r34 -> lightweight UNet and its no-KD baseline (a grid), T searched."""
+    return {
+        "base": base,
+        "space": {
+            "pair": {
+                "grid": [
+                    {"student.arch": "lightweight_unet", "student.width": 0.5, "label": "r34-light"},
+                    {
+                        "distill.mode": "none",
+                        "student.arch": "lightweight_unet",
+                        "student.width": 0.5,
+                        "label": "baseline",
+                    },
+                ]
+            },
+            "distill.temperature": {"loguniform": [1, 8]},
+            **(extra_space or {}),
+        },
+        "sweep": {
+            "num_samples": num_samples,
+            "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 2},
+            "resources_per_trial": {"cpu": 1},
+            "max_concurrent": 2,
+            "seed": 0,
+            **sweep,
+        },
+        "storage": storage,
+    }

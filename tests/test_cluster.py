@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, tiny_config, tiny_space
 
 DOCKER = REPO / "docker"
 # Ray's own log-tailing client (ray/dashboard/modules/job/sdk.py) still passes ssl=None to aiohttp.
@@ -104,25 +104,7 @@ def make_project(root: Path, data_root: Path, *, num_samples=3, max_t=2) -> Path
     (root / "pyproject.toml").write_text('[project]\nname = "kd-cluster-test"\nversion = "0"\n')
     base = tiny_config(data_root, train={"batch_size": 8, "max_steps_per_epoch": 2})
     (root / "experiments" / "base.yaml").write_text(yaml.safe_dump(base))
-    space = {
-        "base": "../experiments/base.yaml",
-        "space": {
-            "pair": {
-                "grid": [
-                    {"student.arch": "lightweight_unet", "student.width": 0.5, "label": "r34-light"},
-                    {"distill.mode": "none", "student.arch": "lightweight_unet", "student.width": 0.5},
-                ]
-            },
-            "distill.temperature": {"loguniform": [1, 8]},
-        },
-        "sweep": {
-            "num_samples": num_samples,
-            "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 2},
-            "resources_per_trial": {"cpu": 1},
-            "max_concurrent": 2,
-            "seed": 0,
-        },
-    }
+    space = tiny_space("../experiments/base.yaml", num_samples=num_samples, max_t=max_t)
     path = root / "search_spaces" / "space.yaml"
     path.write_text(yaml.safe_dump(space))
     # must not be shipped

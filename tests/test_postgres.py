@@ -28,7 +28,7 @@ import pytest
 import yaml
 
 from kdseg.ranking import read_leaderboard_csv
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, tiny_config, tiny_space
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
@@ -122,28 +122,8 @@ def postgres():
 def write_space(folder: Path, synth_dir: Path, storage: str) -> Path:
     base = tiny_config(synth_dir, train={"batch_size": 8, "max_steps_per_epoch": 2})
     (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    space = {
-        "base": "base.yaml",
-        "space": {
-            "pair": {
-                "grid": [
-                    {"student.arch": "lightweight_unet", "student.width": 0.5, "label": "r34-light"},
-                    {"distill.mode": "none", "student.arch": "lightweight_unet", "student.width": 0.5},
-                ]
-            },
-            "distill.temperature": {"loguniform": [1, 8]},
-        },
-        "sweep": {
-            "num_samples": 2,
-            "asha": {"max_t": 1, "grace_period": 1, "reduction_factor": 2},
-            "resources_per_trial": {"cpu": 1},
-            "max_concurrent": 2,
-            "seed": 0,
-        },
-        "storage": storage,
-    }
     path = folder / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
+    path.write_text(yaml.safe_dump(tiny_space("base.yaml", num_samples=2, max_t=1, storage=storage)))
     return path
 
 

@@ -14,7 +14,7 @@ import pytest
 import yaml
 
 from kdseg.ranking import read_leaderboard_csv
-from tests.conftest import REPO, tiny_config
+from tests.conftest import REPO, tiny_config, tiny_space
 
 pytestmark = pytest.mark.slow
 
@@ -22,33 +22,8 @@ pytestmark = pytest.mark.slow
 def write_space(folder: Path, synth_dir: Path, *, num_samples=4, max_t=2, extra_space=None, **sweep) -> Path:
     base = tiny_config(synth_dir, train={"batch_size": 8, "max_steps_per_epoch": 3})
     (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    space = {
-        "base": "base.yaml",
-        "space": {
-            "pair": {
-                "grid": [
-                    {"student.arch": "lightweight_unet", "student.width": 0.5, "label": "r34-light"},
-                    {
-                        "distill.mode": "none",
-                        "student.arch": "lightweight_unet",
-                        "student.width": 0.5,
-                        "label": "baseline",
-                    },
-                ]
-            },
-            "distill.temperature": {"loguniform": [1, 8]},
-            "distill.alpha": {"uniform": [0.2, 0.8]},
-            **(extra_space or {}),
-        },
-        "sweep": {
-            "num_samples": num_samples,
-            "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 2},
-            "resources_per_trial": {"cpu": 1},
-            "max_concurrent": 2,
-            "seed": 0,
-            **sweep,
-        },
-    }
+    extra = {"distill.alpha": {"uniform": [0.2, 0.8]}, **(extra_space or {})}
+    space = tiny_space("base.yaml", num_samples=num_samples, max_t=max_t, extra_space=extra, **sweep)
     path = folder / "space.yaml"
     path.write_text(yaml.safe_dump(space))
     return path
