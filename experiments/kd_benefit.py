@@ -101,7 +101,11 @@ def main(argv: list[str] | None = None) -> int:
         **summary,
     }
     (out / "results.json").write_text(json.dumps(record, indent=2))
-    print(json.dumps({k: record[k] for k in ("config", "seeds", "delta")} | {a: summary[a]["mean"] for a in ARMS}))
+    print(
+        json.dumps(
+            {k: record[k] for k in ("config", "seeds", "delta")} | {a: summary[a]["mean"] for a in ARMS}
+        )
+    )
     return 0
 
 
