@@ -6,18 +6,19 @@ alternating rounds in one process so that machine noise hits both alike. Prints 
 JSON line; the target is ratio <= 1.05.
 
     python benchmarks/kd_step.py [--size 128x128] [--batch 8] [--steps 10] [--rounds 3] [--device cpu]
+        [--channels-last]
 """
 
 from __future__ import annotations
 
 import argparse
-import json
-import platform
 import statistics
+import sys
 import time
 
 import torch
 import torch.nn.functional as F
+from _common import emit, machine_info, print_machine
 
 
 def hand_written(teacher, student, opt_t, opt_s, x, y, T: float, alpha: float):
@@ -49,7 +50,12 @@ def main() -> None:
     p.add_argument("--steps", type=int, default=10, help="timed steps per round")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    p.add_argument(
+        "--channels-last", action="store_true", help="kdseg with train.channels_last (both loops NHWC)"
+    )
     args = p.parse_args()
+    machine = machine_info(args.device)
+    print_machine(machine)
     h, w = (int(v) for v in args.size.split("x"))
 
     from kdseg.config import KDConfig
@@ -60,7 +66,12 @@ def main() -> None:
     cfg = KDConfig.model_validate(
         {
             "data": {"image_size": [h, w]},
-            "train": {"batch_size": args.batch, "device": args.device, "amp": "off"},
+            "train": {
+                "batch_size": args.batch,
+                "device": args.device,
+                "amp": "off",
+                "channels_last": args.channels_last,
+            },
             "distill": {"mode": "online", "temperature": 4.0, "alpha": 0.5, "sites": ["logits"]},
         }
     )
@@ -71,6 +82,9 @@ def main() -> None:
     # kdseg: the real step function of train_kd, with its accelerator, taps and objective
     accelerator = make_accelerator(cfg)
     m = _Models(cfg, 13, 255)
+    if args.channels_last:  # as train_kd does
+        m.student.to(memory_format=torch.channels_last)
+        m.teacher.to(memory_format=torch.channels_last)
     opt_s = _optimizer("adamw", [*m.student.parameters(), *m.objective.parameters()], 1e-3, 1e-4)
     opt_t = _optimizer("adamw", m.teacher.parameters(), 1e-3, 1e-4)
     student, teacher = accelerator.prepare(m.student), accelerator.prepare(m.teacher)
@@ -82,13 +96,14 @@ def main() -> None:
         _train_step(accelerator, m, student, teacher, objective, opt_s, opt_t, x, y, phase, cfg.train)
 
     # reference: fresh copies of the same architectures, plain modules and optimisers
-    ref_t = build_model(cfg.teacher, 13).to(args.device).train()
-    ref_s = build_model(cfg.student, 13).to(args.device).train()
+    fmt = torch.channels_last if args.channels_last else torch.contiguous_format
+    ref_t = build_model(cfg.teacher, 13).to(args.device, memory_format=fmt).train()
+    ref_s = build_model(cfg.student, 13).to(args.device, memory_format=fmt).train()
     ref_ot = torch.optim.AdamW(ref_t.parameters(), lr=1e-3, weight_decay=1e-4)
     ref_os = torch.optim.AdamW(ref_s.parameters(), lr=1e-3, weight_decay=1e-4)
 
     def ref_step():
-        hand_written(ref_t, ref_s, ref_ot, ref_os, x, y, 4.0, 0.5)
+        hand_written(ref_t, ref_s, ref_ot, ref_os, x.contiguous(memory_format=fmt), y, 4.0, 0.5)
 
     for fn in (kdseg_step, ref_step):  # warm up (allocator, kernels)
         for _ in range(2):
@@ -107,18 +122,33 @@ def main() -> None:
 
     k, r = statistics.median(times["kdseg"]), statistics.median(times["hand_written"])
     ratio = k / r
-    print(f"online KD step, UNet r34 -> r18, batch {args.batch} at {h}x{w}, {args.device} "
-          f"({torch.get_num_threads()} threads, {platform.processor() or platform.machine()})")
+    print(
+        f"online KD step, UNet r34 -> r18, batch {args.batch} at {h}x{w}, {args.device} "
+        f"({torch.get_num_threads()} threads)"
+    )
     print(f"{'loop':<14}{'ms/step (median)':>18}{'images/s':>12}")
     for name, v in (("kdseg", k), ("hand_written", r)):
         print(f"{name:<14}{v * 1e3:>18.1f}{args.batch / v:>12.1f}")
-    print(f"ratio kdseg / hand-written: {ratio:.3f} (target <= 1.05)")
-    print(json.dumps({
-        "benchmark": "kd_step", "device": args.device, "size": [h, w], "batch": args.batch,
-        "kdseg_ms": round(k * 1e3, 2), "hand_written_ms": round(r * 1e3, 2), "ratio": round(ratio, 4),
-        "rounds_ms": {n: [round(v * 1e3, 2) for v in t] for n, t in times.items()},
-        "torch": torch.__version__, "threads": torch.get_num_threads(),
-    }))
+    print(
+        f"ratio kdseg / hand-written: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})"
+    )
+    emit(
+        {
+            "benchmark": "kd_step",
+            "command": " ".join(["python", "benchmarks/kd_step.py", *sys.argv[1:]]),
+            "machine": machine,
+            "device": args.device,
+            "size": [h, w],
+            "batch": args.batch,
+            "channels_last": args.channels_last,
+            "kdseg_ms": k * 1e3,
+            "hand_written_ms": r * 1e3,
+            "ratio": ratio,
+            "target": 1.05,
+            "target_met": ratio <= 1.05,
+            "rounds_ms": {n: [v * 1e3 for v in t] for n, t in times.items()},
+        }
+    )
 
 
 if __name__ == "__main__":

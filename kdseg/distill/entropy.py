@@ -11,5 +11,11 @@ def softmax_entropy(logits: Tensor, temperature: float = 1.0) -> Tensor:
 
     Uniform logits give ``log(C)``; confident one-hot-like logits give about 0.
     """
-    log_p = F.log_softmax(logits.float() / float(temperature), dim=1)
-    return -(log_p.exp() * log_p).sum(dim=1).mean()
+    return entropy_from_log_probs(F.log_softmax(logits.float() / float(temperature), dim=1))
+
+
+def entropy_from_log_probs(log_p: Tensor, p: Tensor | None = None) -> Tensor:
+    """:func:`softmax_entropy` from ``log_p = log_softmax(logits / T)`` (and ``p = log_p.exp()``, if known)."""
+    if p is None:
+        p = log_p.exp()
+    return -(p * log_p).sum(dim=1).mean()

@@ -29,7 +29,23 @@ def soft_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float) 
             student_logits, size=teacher_logits.shape[2:], mode="bilinear", align_corners=False
         )
     t = float(temperature)
-    log_q = F.log_softmax(student_logits.float() / t, dim=1)
-    log_p = F.log_softmax(teacher_logits.float() / t, dim=1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(dim=1)  # [B, H, W]
+    return kl_from_log_probs(log_probs(teacher_logits, t), log_probs(student_logits, t), t)
+
+
+def log_probs(logits: Tensor, temperature: float) -> Tensor:
+    """``log_softmax(logits / T)`` over dim 1 (the classes), in float32."""
+    return F.log_softmax(logits.float() / float(temperature), dim=1)
+
+
+def kl_from_log_probs(log_p: Tensor, log_q: Tensor, temperature: float, p: Tensor | None = None) -> Tensor:
+    """:func:`soft_kl` from log-probabilities already computed by :func:`log_probs` (same shapes).
+
+    ``log_p`` is the target (teacher) side, ``log_q`` the learning side; ``p`` may pass
+    ``log_p.exp()`` when the caller has it already. Lets one batch's objective compute each
+    ``log_softmax(logits / T)`` once and share it between terms (student KL, mutual KL, entropy).
+    """
+    t = float(temperature)
+    if p is None:
+        p = log_p.exp()
+    kl = (p * (log_p - log_q)).sum(dim=1)  # [B, H, W]
     return kl.mean() * (t * t)

@@ -1,0 +1,250 @@
+"""ASHA against running every trial to max_t: compute used and best val_miou, same space, same seed.
+
+Two real kdseg sweeps (``kdseg.sweep.plan_sweep`` + ``run_sweep``, one Ray session) over the SAME
+trial configs: the space is a grid (``train.lr`` x ``distill.alpha``, ``num_samples`` = grid size),
+and kdseg runs every grid point first, in a fixed order, so both arms see exactly the same configs
+(and, training being a function of (config, seed, epoch), the same learning curves).
+
+- ``asha``: ``sweep.asha`` = ``{max_t, grace_period, reduction_factor}`` from the command line.
+- ``fifo``: the same, with ``grace_period = max_t``: ASHA's only rung is the last epoch, so no trial
+  stops early (every trial runs to max_t, as FIFO would).
+
+Compute = training epochs used, summed over trials (also reported: trial-seconds, the sum of every
+epoch's train + validation time from each trial's metrics.jsonl). Best = the highest val_miou any
+trial reported last (what the leaderboard ranks). Target: ASHA's best within 0.01 of FIFO's best,
+with at most 40% of FIFO's compute. The models are tiny (lightweight UNets x0.5 teacher / x0.25
+student) on tiny generated scenes so that the whole benchmark runs on 2 CPU cores in a few minutes.
+
+    python benchmarks/asha_vs_fifo.py [--max-t 9] [--grace 1] [--rf 3] [--lrs 1e-4,1e-3,1e-2]
+        [--alphas 0.2,0.5,0.8] [--concurrency 2] [--size 32x32] [--n 48] [--out DIR]
+
+Prints a table per arm, a comparison, the machine and its load, and one JSON line
+``{"benchmark": "asha_vs_fifo", ...}``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+from _common import emit, machine_info, parse_size, print_machine, synth_data, table
+
+BEST_TOLERANCE = 0.01
+COMPUTE_TARGET = 0.40
+
+
+def write_space(folder: Path, root: Path, args, grace: int, name: str) -> Path:
+    h, w = args.size
+    base = {
+        "data": {
+            "format": "carla",
+            "root": str(root),
+            "image_size": [h, w],
+            "num_classes": 13,
+            "augment": {"enabled": False},
+        },
+        "teacher": {"arch": "lightweight_unet", "width": 0.5},
+        "student": {"arch": "lightweight_unet", "width": 0.25},
+        "distill": {"mode": "online", "temperature": 4.0, "alpha": 0.5, "sites": ["logits"]},
+        "train": {"epochs": args.max_t, "batch_size": args.batch, "num_workers": 0, "seed": 0},
+        "tracking": {"wandb": {"mode": "disabled"}},
+    }
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    n = len(args.lrs) * len(args.alphas)
+    space = {
+        "base": "base.yaml",
+        "space": {"train.lr": {"grid": args.lrs}, "distill.alpha": {"grid": args.alphas}},
+        "sweep": {
+            "num_samples": n,  # the grid and nothing else: both arms run the same configs
+            "metric": "val_miou",
+            "mode": "max",
+            "objective": "val_miou",
+            "asha": {"max_t": args.max_t, "grace_period": grace, "reduction_factor": args.rf},
+            "resources_per_trial": {"cpu": 1, "gpu": 0},
+            "max_concurrent": args.concurrency,
+            "seed": 0,
+            "max_failures": 0,
+        },
+        "storage": None,
+    }
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(space, sort_keys=False))
+    return path
+
+
+def run_arm(name: str, space: Path, out_root: Path) -> dict[str, Any]:
+    from kdseg.sweep import plan_sweep, run_sweep
+
+    print(f"\n== {name}: {space.name} ==", flush=True)
+    plan = plan_sweep(space, out_root=out_root, name=name)
+    t = time.perf_counter()
+    result = run_sweep(plan)
+    wall = time.perf_counter() - t
+    trials = []
+    for row in result.leaderboard:
+        run = Path(row["path"]) / "run" / "metrics.jsonl" if row.get("path") else None
+        epochs = []
+        if run is not None and run.exists():
+            epochs = [json.loads(ln) for ln in run.read_text().splitlines() if ln.strip()]
+        params = row.get("params") or {}
+        trials.append(
+            {
+                "trial_id": row["trial_id"],
+                "lr": params.get("train.lr"),
+                "alpha": params.get("distill.alpha"),
+                "status": row["status"],
+                "epochs": int(row.get("epochs") or 0),
+                "val_miou": row.get("val_miou"),
+                "trial_s": sum(e.get("epoch_time_s", 0.0) for e in epochs),
+                "curve": [e.get("val_miou") for e in epochs],
+            }
+        )
+    scored = [t for t in trials if t["val_miou"] is not None]
+    best = max(scored, key=lambda t: t["val_miou"]) if scored else None
+    return {
+        "arm": name,
+        "wall_s": wall,
+        "trials": sorted(trials, key=lambda t: (t["lr"] or 0, t["alpha"] or 0)),
+        "epochs_total": sum(t["epochs"] for t in trials),
+        "trial_s_total": sum(t["trial_s"] for t in trials),
+        "best_val_miou": best["val_miou"] if best else None,
+        "best_config": {"train.lr": best["lr"], "distill.alpha": best["alpha"]} if best else None,
+    }
+
+
+def print_arm(arm: dict[str, Any]) -> None:
+    table(
+        ["lr", "alpha", "status", "epochs", "trial s", "val_miou", "val_miou per epoch"],
+        [
+            [
+                t["lr"],
+                t["alpha"],
+                t["status"],
+                t["epochs"],
+                t["trial_s"],
+                t["val_miou"],
+                " ".join(f"{v:.3f}" if v is not None else "-" for v in t["curve"]),
+            ]
+            for t in arm["trials"]
+        ],
+        f"{arm['arm']}: {len(arm['trials'])} trials, {arm['epochs_total']} epochs, "
+        f"{arm['trial_s_total']:.1f} trial-seconds, sweep wall {arm['wall_s']:.1f} s",
+    )
+
+
+def _floats(text: str) -> list[float]:
+    return [float(v) for v in text.split(",") if v.strip()]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--max-t", type=int, default=9, help="epochs of a trial that is never stopped")
+    p.add_argument("--grace", type=int, default=1, help="ASHA grace_period (epochs)")
+    p.add_argument("--rf", type=int, default=3, help="ASHA reduction_factor")
+    p.add_argument("--lrs", type=_floats, default=[3e-4, 1e-3, 3e-3, 1e-2], help="grid of train.lr")
+    p.add_argument("--alphas", type=_floats, default=[0.2, 0.5, 0.8], help="grid of distill.alpha")
+    p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--size", type=parse_size, default=(32, 32))
+    p.add_argument("--n", type=int, default=48, help="generated images (80/20 train/val)")
+    p.add_argument("--batch", type=int, default=8)
+    p.add_argument("--out", type=Path, default=None, help="keep data and both sweep folders here")
+    args = p.parse_args()
+    if not (1 <= args.grace <= args.max_t) or args.rf < 2:
+        p.error("need 1 <= --grace <= --max-t and --rf >= 2")
+
+    os.environ.setdefault("WANDB_MODE", "disabled")
+    machine = machine_info()
+    print_machine(machine)
+    started = time.perf_counter()
+    temp = args.out is None
+    work = Path(tempfile.mkdtemp(prefix="kdseg-asha-fifo-")) if temp else args.out.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    try:
+        root = synth_data(work, n=args.n, size=args.size)
+        spaces = work / f"spaces-{stamp}"
+        spaces.mkdir()
+        asha = run_arm(f"asha-{stamp}", write_space(spaces, root, args, args.grace, "asha"), work / "runs")
+        fifo = run_arm(f"fifo-{stamp}", write_space(spaces, root, args, args.max_t, "fifo"), work / "runs")
+        import ray
+
+        machine["ray"] = ray.__version__
+        ray.shutdown()
+    finally:
+        if temp:
+            shutil.rmtree(work, ignore_errors=True)
+
+    for arm in (asha, fifo):
+        print_arm(arm)
+    compute = asha["epochs_total"] / fifo["epochs_total"] if fifo["epochs_total"] else None
+    seconds = asha["trial_s_total"] / fifo["trial_s_total"] if fifo["trial_s_total"] else None
+    gap = (
+        fifo["best_val_miou"] - asha["best_val_miou"]
+        if None not in (fifo["best_val_miou"], asha["best_val_miou"])
+        else None
+    )
+    best_ok = gap is not None and gap <= BEST_TOLERANCE
+    compute_ok = compute is not None and compute <= COMPUTE_TARGET
+    table(
+        ["arm", "epochs", "trial-seconds", "best val_miou", "best config"],
+        [
+            [
+                a["arm"].split("-")[0],
+                a["epochs_total"],
+                a["trial_s_total"],
+                a["best_val_miou"],
+                a["best_config"],
+            ]
+            for a in (asha, fifo)
+        ],
+        f"ASHA (grace {args.grace}, reduction factor {args.rf}, max_t {args.max_t}) vs every trial to max_t",
+    )
+    print(
+        f"\nASHA used {compute:.1%} of the epochs ({seconds:.1%} of the trial-seconds) of running every "
+        f"trial to max_t (target <= {COMPUTE_TARGET:.0%}: {'met' if compute_ok else 'NOT met'}); its best "
+        f"val_miou is {gap:+.4f} below the best found by running everything (target <= {BEST_TOLERANCE}: "
+        f"{'met' if best_ok else 'NOT met'})"
+    )
+    emit(
+        {
+            "benchmark": "asha_vs_fifo",
+            "command": " ".join(["python", "benchmarks/asha_vs_fifo.py", *sys.argv[1:]]),
+            "machine": machine,
+            "settings": {
+                "max_t": args.max_t,
+                "grace_period": args.grace,
+                "reduction_factor": args.rf,
+                "lrs": args.lrs,
+                "alphas": args.alphas,
+                "concurrency": args.concurrency,
+                "size": list(args.size),
+                "n": args.n,
+            },
+            "summary": {
+                "compute_fraction_epochs": compute,
+                "compute_fraction_trial_seconds": seconds,
+                "asha_best_val_miou": asha["best_val_miou"],
+                "fifo_best_val_miou": fifo["best_val_miou"],
+                "best_gap": gap,
+                "target_compute_fraction": COMPUTE_TARGET,
+                "target_best_gap": BEST_TOLERANCE,
+                "compute_target_met": compute_ok,
+                "best_target_met": best_ok,
+            },
+            "asha": asha,
+            "fifo": fifo,
+            "total_s": time.perf_counter() - started,
+        }
+    )
+
+
+if __name__ == "__main__":
+    main()
