@@ -256,12 +256,6 @@ def test_label_id_too_large(tmp_path: Path):
     assert len(d.class_names) == 15 and d.palette.shape == (15, 3) and d.class_names[-1] == "class_14"
 
 
-def test_unimplemented_formats(tmp_path: Path):
-    for fmt in ("cityscapes", "bdd100k"):
-        with pytest.raises(DatasetError, match="not implemented yet"):
-            load_data(DataConfig(format=fmt, root=tmp_path))
-
-
 def test_split_validates_shapes():
     with pytest.raises(ValueError):
         Split(np.zeros((2, 8, 8, 3), np.uint8), np.zeros((2, 8, 9), np.uint8), ["a", "b"])

@@ -1,17 +1,29 @@
 """Datasets: decode once into numpy arrays (:class:`SegData`), then wrap them in torch loaders.
 
-- :func:`load_data` reads a dataset folder (``carla``, ``camvid``, ``synthetic``; formats are
-  registered by name in :mod:`kdseg.data.registry`) into a picklable :class:`SegData`.
+- :func:`load_data` reads a dataset folder (``carla``, ``camvid``, ``cityscapes``, ``bdd100k``,
+  ``synthetic``; formats are registered by name in :mod:`kdseg.data.registry`) into a picklable
+  :class:`SegData`, counting the training pixels per class on the way (:mod:`kdseg.data.weights`
+  turns them into class weights).
 - :func:`make_loaders` builds train/val ``DataLoader``\\ s with albumentations pipelines
   (:func:`build_transforms`).
 - :func:`write_synth` renders procedural road scenes in the carla layout.
 """
 
-from kdseg.data.classes import CAMVID_CLASSES, CAMVID_PALETTE, CARLA_CLASSES, CARLA_PALETTE
+from kdseg.data.classes import (
+    BDD100K_CLASSES,
+    BDD100K_PALETTE,
+    CAMVID_CLASSES,
+    CAMVID_PALETTE,
+    CARLA_CLASSES,
+    CARLA_PALETTE,
+    CITYSCAPES_CLASSES,
+    CITYSCAPES_PALETTE,
+)
 from kdseg.data.load import load_data
 from kdseg.data.registry import available_formats, register
 from kdseg.data.synth import synth_cache_dir, write_synth
 from kdseg.data.types import SegData, Split
+from kdseg.data.weights import class_weights_for, compute_class_weights
 
 
 def __getattr__(name: str):
@@ -28,14 +40,20 @@ def __getattr__(name: str):
 
 
 __all__ = [
+    "BDD100K_CLASSES",
+    "BDD100K_PALETTE",
     "CAMVID_CLASSES",
     "CAMVID_PALETTE",
     "CARLA_CLASSES",
     "CARLA_PALETTE",
+    "CITYSCAPES_CLASSES",
+    "CITYSCAPES_PALETTE",
     "SegData",
     "Split",
     "available_formats",
     "build_transforms",
+    "class_weights_for",
+    "compute_class_weights",
     "load_data",
     "make_loaders",
     "register",

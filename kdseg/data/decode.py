@@ -1,4 +1,4 @@
-"""Reading PNGs: header checks, decoding, resizing and label validation, in parallel threads.
+"""Reading images (PNG, JPEG): header checks, decoding, resizing and label validation, in threads.
 
 PIL and OpenCV release the GIL while they decode and resize, so a thread pool scales with cores
 and needs no pickling.
@@ -17,6 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
+from kdseg.data.layout import kind_of
 from kdseg.errors import DatasetError
 
 # OpenCV's own thread pool does not survive fork(): a DataLoader worker forked after the parent
@@ -30,22 +31,32 @@ R = TypeVar("R")
 
 @contextmanager
 def open_image(path: Path, header_only: bool = False) -> Iterator[Image.Image]:
-    """A PIL image, fully decoded unless ``header_only``; any failure is a DatasetError naming it."""
+    """A PIL image, fully decoded unless ``header_only``; any failure is a DatasetError naming it.
+
+    Any format PIL reads is accepted (the dataset formats pick PNG or JPEG files by suffix); a
+    truncated file is an error, never silently padded (PIL's ``LOAD_TRUNCATED_IMAGES`` stays off).
+    """
+    kind = file_kind(path)
     try:
         im = Image.open(path)
     except FileNotFoundError:
         raise DatasetError(f"{path}: file not found") from None
     except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as e:
-        raise DatasetError(f"{path}: not a readable PNG ({e})") from None
+        raise DatasetError(f"{path}: not a readable {kind} ({e})") from None
     try:
         if not header_only:
             try:
                 im.load()
-            except Exception as e:  # truncated data, zlib errors, bad CRCs...
-                raise DatasetError(f"{path}: corrupt or truncated PNG ({e})") from None
+            except Exception as e:  # truncated data, zlib/huffman errors, bad CRCs...
+                raise DatasetError(f"{path}: corrupt or truncated {kind} ({e})") from None
         yield im
     finally:
         im.close()
+
+
+def file_kind(path: Path) -> str:
+    """``"PNG"``, ``"JPEG"`` or ``"image"``, from the file name (for messages)."""
+    return kind_of([Path(path).suffix])
 
 
 def image_size(path: Path) -> tuple[int, int]:
@@ -78,9 +89,19 @@ def resize_mask(mask: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     return cv2.resize(mask, (w, h), interpolation=cv2.INTER_NEAREST_EXACT)
 
 
-def bad_label_ids(mask: np.ndarray, num_classes: int, ignore_index: int) -> list[int]:
-    """Ids present in ``mask`` that are neither a class (< num_classes) nor the ignore index."""
-    counts = np.bincount(mask.ravel(), minlength=256)
+def label_histogram(mask: np.ndarray) -> np.ndarray:
+    """int64 [256]: pixels per id of a uint8 label."""
+    return np.bincount(np.asarray(mask, np.uint8).ravel(), minlength=256).astype(np.int64)
+
+
+def bad_label_ids(
+    mask: np.ndarray, num_classes: int, ignore_index: int, hist: np.ndarray | None = None
+) -> list[int]:
+    """Ids present in ``mask`` that are neither a class (< num_classes) nor the ignore index.
+
+    ``hist`` (from :func:`label_histogram`) saves counting again.
+    """
+    counts = label_histogram(mask) if hist is None else hist
     present = np.flatnonzero(counts)
     return [int(i) for i in present if i >= num_classes and i != ignore_index]
 

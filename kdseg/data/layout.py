@@ -48,12 +48,12 @@ def require_dir(path: Path, what: str = "dataset folder") -> Path:
     return path
 
 
-def list_images(folder: Path) -> dict[str, Path]:
-    """``{stem: path}`` of the image files directly in ``folder``."""
+def list_images(folder: Path, suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, Path]:
+    """``{stem: path}`` of the image files (``suffixes``, any case) directly in ``folder``."""
     require_dir(folder)
     out: dict[str, Path] = {}
     for p in folder.iterdir():
-        if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file() and not p.name.startswith("."):
+        if p.suffix.lower() in suffixes and p.is_file() and not p.name.startswith("."):
             out[p.stem] = p
     return out
 
@@ -63,22 +63,57 @@ def _few(names: Sequence[str], k: int = 5) -> str:
     return shown + (f", ... ({len(names)} in all)" if len(names) > k else "")
 
 
-def pair_folders(image_dir: Path, mask_dir: Path) -> list[Pair]:
-    """Pairs of same-named PNGs in two folders, naturally sorted; unpaired files are an error."""
-    images = list_images(image_dir)
-    masks = list_images(mask_dir)
+def kind_of(suffixes: Sequence[str]) -> str:
+    """``"PNG"``, ``"JPEG"`` or ``"image"``: how messages name the files a folder should hold."""
+    kinds = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG"}
+    names = {kinds.get(s.lower(), "image") for s in suffixes}
+    return names.pop() if len(names) == 1 else "image"
+
+
+def pair_maps(
+    images: dict[str, Path],
+    masks: dict[str, Path],
+    image_dir: Path,
+    mask_dir: Path,
+    where: Path,
+    image_kind: str = "PNG",
+    hint: str = "",
+) -> list[Pair]:
+    """Pairs of images and labels that share a key, naturally sorted by key.
+
+    ``images`` / ``masks`` map a pair's key (its name) to the file. No image, or a key on one side
+    only, is a DatasetError naming the folders and the first few files (relative to their folder);
+    ``hint`` is appended to the unpaired-files message.
+    """
     if not images:
-        raise DatasetError(f"{image_dir}: no PNG images found")
+        raise DatasetError(f"{image_dir}: no {image_kind} images found")
     only_img = sorted(set(images) - set(masks))
     only_mask = sorted(set(masks) - set(images))
     if only_img or only_mask:
+
+        def rel(paths: dict[str, Path], keys: list[str], folder: Path) -> list[str]:
+            return [str(paths[k].relative_to(folder)) if paths[k].is_relative_to(folder) else k for k in keys]
+
         lines = []
         if only_img:
-            lines.append(f"images without a label in {mask_dir}: {_few(only_img)}")
+            lines.append(f"images without a label in {mask_dir}: {_few(rel(images, only_img, image_dir))}")
         if only_mask:
-            lines.append(f"labels without an image in {image_dir}: {_few(only_mask)}")
-        raise DatasetError(f"{image_dir.parent}: unpaired files: " + "; ".join(lines))
-    return [Pair(images[s], masks[s], s) for s in sorted(images, key=natural_key)]
+            lines.append(f"labels without an image in {image_dir}: {_few(rel(masks, only_mask, mask_dir))}")
+        raise DatasetError(f"{where}: unpaired files: " + "; ".join(lines) + hint)
+    return [Pair(images[k], masks[k], k) for k in sorted(images, key=natural_key)]
+
+
+def pair_folders(
+    image_dir: Path,
+    mask_dir: Path,
+    image_suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    mask_suffixes: Sequence[str] = IMAGE_SUFFIXES,
+    hint: str = "",
+) -> list[Pair]:
+    """Pairs of same-stem files in two folders, naturally sorted; unpaired files are an error."""
+    images = list_images(image_dir, image_suffixes)
+    masks = list_images(mask_dir, mask_suffixes)
+    return pair_maps(images, masks, image_dir, mask_dir, image_dir.parent, kind_of(image_suffixes), hint)
 
 
 def random_split(

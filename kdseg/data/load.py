@@ -11,6 +11,7 @@ from kdseg.data.classes import fit_classes
 from kdseg.data.decode import (
     bad_label_ids,
     image_size,
+    label_histogram,
     parallel_map,
     read_rgb,
     resize_image,
@@ -18,7 +19,7 @@ from kdseg.data.decode import (
 )
 from kdseg.data.layout import Layout, Pair
 from kdseg.data.registry import get_format
-from kdseg.data.types import SegData, Split
+from kdseg.data.types import SegData, Split, class_pixels
 from kdseg.errors import DatasetError
 
 # In crop mode, train images are kept at (up to) this multiple of image_size so that a random
@@ -49,8 +50,8 @@ def load_data(cfg: DataConfig, progress: bool = False) -> SegData:
     sizes = parallel_map(_pair_size, train_pairs + val_pairs, "checking", progress)
     train_size = train_decode_size(cfg, sizes[0])
 
-    train = _decode(train_pairs, train_size, layout, cfg, progress, "train")
-    val = _decode(val_pairs, tuple(cfg.image_size), layout, cfg, progress, "val")
+    train, train_hist = _decode(train_pairs, train_size, layout, cfg, progress, "train")
+    val, _ = _decode(val_pairs, tuple(cfg.image_size), layout, cfg, progress, "val")
     names, palette = fit_classes(layout.class_names, layout.palette, cfg.num_classes)
     return SegData(
         train=train,
@@ -60,6 +61,7 @@ def load_data(cfg: DataConfig, progress: bool = False) -> SegData:
         class_names=names,
         palette=palette,
         source=layout.source,
+        train_class_pixels=class_pixels(train_hist, cfg.num_classes, cfg.ignore_index),
     )
 
 
@@ -94,10 +96,12 @@ def _decode(
     cfg: DataConfig,
     progress: bool,
     split: str,
-) -> Split:
+) -> tuple[Split, np.ndarray]:
+    """The decoded split and the [256] histogram of label ids over its label files (native size)."""
     h, w = size
     images = np.empty((len(pairs), h, w, 3), dtype=np.uint8)
     masks = np.empty((len(pairs), h, w), dtype=np.uint8)
+    hists = np.zeros((len(pairs), 256), dtype=np.int64)
 
     def one(i: int) -> None:
         pair = pairs[i]
@@ -108,7 +112,8 @@ def _decode(
                 f"{pair.image} is {img.shape[1]}x{img.shape[0]} (WxH) but its label "
                 f"{pair.mask} is {mask.shape[1]}x{mask.shape[0]}"
             )
-        bad = bad_label_ids(mask, cfg.num_classes, cfg.ignore_index)
+        hists[i] = label_histogram(mask)
+        bad = bad_label_ids(mask, cfg.num_classes, cfg.ignore_index, hists[i])
         if bad:
             raise DatasetError(
                 f"{pair.mask}: label ids {bad} are not classes (data.num_classes={cfg.num_classes}) "
@@ -118,4 +123,4 @@ def _decode(
         masks[i] = resize_mask(mask, size)
 
     parallel_map(one, range(len(pairs)), f"decoding {split}", progress)
-    return Split(images=images, masks=masks, names=[p.name for p in pairs])
+    return Split(images=images, masks=masks, names=[p.name for p in pairs]), hists.sum(0)

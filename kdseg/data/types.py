@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 
@@ -42,6 +42,20 @@ class Split:
         return int(self.images.shape[1]), int(self.images.shape[2])
 
 
+def class_pixels(hist: np.ndarray, num_classes: int, ignore_index: int) -> np.ndarray:
+    """Pixels per class, int64 ``[num_classes]``, from a ``[256]`` histogram of label ids.
+
+    Ids at or above ``num_classes`` (the ignore index) are not counted; neither is ``ignore_index``
+    should it be below ``num_classes``.
+    """
+    counts = np.zeros(num_classes, np.int64)
+    n = min(num_classes, len(hist))
+    counts[:n] = hist[:n]
+    if ignore_index < num_classes:
+        counts[ignore_index] = 0
+    return counts
+
+
 @dataclass
 class SegData:
     """A whole dataset as kdseg trains on it: decoded once per node, then shared by trials."""
@@ -53,6 +67,21 @@ class SegData:
     class_names: list[str]
     palette: np.ndarray  # uint8 [num_classes, 3], for colourising masks
     source: str  # e.g. "carla:/abs/path"
+    # Labelled pixels per class over the training split's label files (int64 [num_classes]);
+    # load_data fills it while decoding, class_pixels() computes it for hand-built data.
+    train_class_pixels: np.ndarray | None = field(default=None, repr=False)
+
+    def class_pixels(self) -> np.ndarray:
+        """int64 ``[num_classes]``: training pixels per class, ``ignore_index`` excluded.
+
+        Counted once and kept on this object (so a sweep's trials, which share one SegData, never
+        recount). :func:`~kdseg.data.load_data` counts on the label files at their native size,
+        before resizing; for a SegData built by hand it is counted on ``train.masks``.
+        """
+        if self.train_class_pixels is None:
+            hist = np.bincount(self.train.masks.ravel(), minlength=256)
+            self.train_class_pixels = class_pixels(hist, self.num_classes, self.ignore_index)
+        return self.train_class_pixels
 
     def colorize(self, mask: np.ndarray) -> np.ndarray:
         """RGB uint8 image of a class-id mask; ignore (and unknown ids) are black."""

@@ -1,3 +1,3 @@
 """Built-in dataset formats; importing this package registers them by name."""
 
-from kdseg.data.formats import camvid, carla, pending, synthetic  # noqa: F401
+from kdseg.data.formats import bdd100k, camvid, carla, cityscapes, synthetic  # noqa: F401

@@ -1,0 +1,103 @@
+"""Cityscapes fine annotations, in the layout of the official ``leftImg8bit`` and ``gtFine`` zips::
+
+    ROOT/leftImg8bit/{train,val}/<city>/<city>_<seq>_<frame>_leftImg8bit.png
+    ROOT/gtFine/{train,val}/<city>/<city>_<seq>_<frame>_gtFine_labelIds.png
+
+Images and labels are paired by ``<city>_<seq>_<frame>`` (the pair's name). Labels are the
+``labelIds`` PNGs (ids 0..33); they are mapped to the 19 train ids of cityscapesScripts
+(:data:`~kdseg.data.classes.CITYSCAPES_LABELID_TO_TRAINID`); every other id becomes
+``ignore_index``. The other ``gtFine`` files (``_color``, ``_instanceIds``, ``_labelTrainIds``,
+``_polygons.json``) are not read, nor are ``test/`` and ``train_extra/``. Without ``val/`` the train
+pairs are split with ``val_fraction``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from kdseg.config import DataConfig
+from kdseg.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, cityscapes_lut
+from kdseg.data.decode import open_image
+from kdseg.data.layout import Layout, Pair, pair_maps, random_split, require_dir
+from kdseg.data.registry import register
+from kdseg.errors import DatasetError
+
+IMAGE_DIR, LABEL_DIR = "leftImg8bit", "gtFine"
+IMAGE_SUFFIX = "_leftImg8bit.png"
+LABEL_SUFFIX = "_gtFine_labelIds.png"
+
+
+def read_cityscapes_label(path: Path, ignore_index: int) -> np.ndarray:
+    """Train ids of a ``*_gtFine_labelIds.png`` (8-bit grey labelIds)."""
+    with open_image(path) as im:
+        if im.mode not in ("L", "P"):
+            raise DatasetError(
+                f"{path}: unsupported label PNG mode {im.mode!r} (expected the 8-bit grey *{LABEL_SUFFIX})"
+            )
+        ids = np.asarray(im)
+    return cityscapes_lut(ignore_index)[ids]
+
+
+def _collect(split_dir: Path, suffix: str, strict: bool) -> dict[str, Path]:
+    """``{<city>_<seq>_<frame>: path}`` of the ``*suffix`` files in the city folders of ``split_dir``.
+
+    With ``strict``, any other PNG there is an error (it would be silently skipped otherwise).
+    """
+    require_dir(split_dir)
+    out: dict[str, Path] = {}
+    for entry in sorted(split_dir.iterdir()):
+        if entry.name.startswith("."):
+            continue
+        if entry.is_file():
+            if strict and entry.suffix.lower() == ".png":
+                raise DatasetError(
+                    f"{entry}: expected city folders in {split_dir} "
+                    f"(<city>/<city>_<seq>_<frame>{suffix}), found a file"
+                )
+            continue
+        for f in entry.iterdir():
+            if f.name.startswith(".") or not f.is_file():
+                continue
+            if not f.name.endswith(suffix):
+                if strict and f.suffix.lower() == ".png":
+                    raise DatasetError(
+                        f"{f}: does not follow the Cityscapes file-name pattern <city>_<seq>_<frame>{suffix}"
+                    )
+                continue
+            key = f.name[: -len(suffix)]
+            if key in out:
+                raise DatasetError(f"{f}: {key} appears twice (also {out[key]})")
+            out[key] = f
+    return out
+
+
+def split_pairs(root: Path, split: str) -> list[Pair]:
+    image_dir, label_dir = root / IMAGE_DIR / split, root / LABEL_DIR / split
+    images = _collect(image_dir, IMAGE_SUFFIX, strict=True)
+    labels = _collect(label_dir, LABEL_SUFFIX, strict=False)
+    if not images:
+        raise DatasetError(
+            f"{image_dir}: no images found (expected <city>/<city>_<seq>_<frame>{IMAGE_SUFFIX})"
+        )
+    return pair_maps(images, labels, image_dir, label_dir, root, hint=f" (labels are *{LABEL_SUFFIX})")
+
+
+@register("cityscapes")
+def cityscapes(cfg: DataConfig) -> Layout:
+    assert cfg.root is not None
+    root = require_dir(Path(cfg.root).expanduser().resolve())
+    if not (root / IMAGE_DIR).is_dir() or not (root / LABEL_DIR).is_dir():
+        raise DatasetError(
+            f"{root}: not a Cityscapes dataset: expected {IMAGE_DIR}/ and {LABEL_DIR}/ folders "
+            f"(from leftImg8bit_trainvaltest.zip and gtFine_trainvaltest.zip)"
+        )
+    train = split_pairs(root, "train")
+    if (root / IMAGE_DIR / "val").is_dir():
+        val = split_pairs(root, "val")
+    else:
+        train, val = random_split(train, cfg.val_fraction, cfg.seed, root)
+    return Layout(
+        train, val, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, read_cityscapes_label, f"cityscapes:{root}"
+    )
