@@ -150,6 +150,34 @@ def cmd_data_synth(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_data_stats(args: argparse.Namespace) -> int:
+    import json
+
+    from kdseg.config import load_config
+
+    cfg = load_config(args.config, args.overrides)
+    out = Path(args.out) if args.out else Path("runs") / "data_stats" / (cfg.name or Path(args.config).stem)
+    require_writable(out, "statistics")
+
+    from rich.console import Console
+
+    from kdseg.data import load_data
+    from kdseg.data.weights import class_stats, class_table, plot_class_stats
+    from kdseg.fileio import atomic_write
+
+    data = load_data(cfg.data, progress=True)
+    rows = class_stats(data)
+    title = f"{data.source}: {len(data.train)} train images, {data.num_classes} classes"
+    Console().print(class_table(rows, cfg.data.class_weights, title=title))
+    png = plot_class_stats(rows, out / "class_stats.png", title=title, highlight=cfg.data.class_weights)
+    with atomic_write(out / "class_stats.json", "w") as f:
+        json.dump(
+            {"source": data.source, "class_weights": cfg.data.class_weights, "classes": rows}, f, indent=1
+        )
+    print(f"wrote {png} and {out / 'class_stats.json'}")
+    return 0
+
+
 # ---------------------------------------------------------------------------------------- sweep
 
 
@@ -242,6 +270,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     s.add_argument("--force", action="store_true", help="overwrite a non-empty folder")
     s.set_defaults(func=cmd_data_synth)
+    st = dsub.add_parser(
+        "stats", help="class pixel frequencies of a config's training split and the class weights"
+    )
+    st.add_argument("config", help="training config YAML (its data section is read)")
+    st.add_argument("--out", help="folder for class_stats.png/.json (default: runs/data_stats/<config name>)")
+    _add_set(st)
+    st.set_defaults(func=cmd_data_stats)
 
     sw = sub.add_parser("sweep", help="run a hyper-parameter sweep (same as kdseg-sweep)")
     sw.add_argument("space", help="search space YAML (see search_spaces/)")

@@ -82,6 +82,11 @@ class DataConfig(Strict):
     val_fraction: float = Field(0.2, gt=0.0, lt=1.0, description="used when there is no separate val split")
     seed: int = Field(0, description="seed of the train/val split")
     max_samples: int | None = Field(None, ge=1, description="cap on pairs per split (quick runs)")
+    class_weights: Literal["none", "inverse", "median_frequency"] = Field(
+        "none",
+        description="weights of the hard (CE) loss of student and teacher, from the training split's "
+        "pixel counts per class (kdseg.data.weights)",
+    )
     augment: AugmentConfig = AugmentConfig()
     synth: SynthConfig = SynthConfig()
 
@@ -153,6 +158,16 @@ class DistillConfig(Strict):
     feature_weight: float = Field(1.0, ge=0.0)
     alternation: Literal["none", "epoch", "step", "teacher_student"] = "none"
     teacher_entropy: float = Field(0.0, ge=0.0, description="beta: teacher loss minus beta * entropy")
+    alpha_schedule: Literal["constant", "linear", "cosine"] = Field(
+        "constant", description="how alpha moves from alpha (first epoch) to alpha_final (last epoch)"
+    )
+    alpha_final: float | None = Field(
+        None,
+        ge=0.0,
+        le=1.0,
+        validate_default=True,
+        description="alpha in the last epoch (linear/cosine schedules; ignored by constant)",
+    )
 
     @field_validator("sites", mode="before")
     @classmethod
@@ -165,6 +180,14 @@ class DistillConfig(Strict):
         if len(set(v)) != len(v):
             raise ValueError("sites must not repeat")
         return sorted(v, key=SITES.index)
+
+    @field_validator("alpha_final")
+    @classmethod
+    def _alpha_final_needed(cls, v: float | None, info: ValidationInfo) -> float | None:
+        schedule = info.data.get("alpha_schedule", "constant")
+        if v is None and schedule != "constant":
+            raise ValueError(f"alpha_schedule {schedule!r} needs alpha_final (alpha in the last epoch)")
+        return v
 
 
 class TrainConfig(Strict):
@@ -184,6 +207,11 @@ class TrainConfig(Strict):
     grad_clip: float | None = Field(None, gt=0.0)
     max_steps_per_epoch: int | None = Field(None, ge=1, description="cap on training steps per epoch")
     checkpoint_every: int = Field(1, ge=1, description="epochs between full checkpoints")
+    metric: Literal["miou", "per_image_miou"] = Field(
+        "miou",
+        description="what val_miou reports (and sweeps rank by): dataset-level mIoU or the mean of "
+        "per-image mIoUs; both are logged",
+    )
 
 
 class WandbConfig(Strict):

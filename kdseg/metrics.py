@@ -5,15 +5,23 @@ validation split, IoU is computed per class from it, and the mean is over the cl
 (ground truth or prediction, i.e. union > 0). Pixels labelled ``ignore_index`` are excluded. This is
 not the mean of per-image mIoUs.
 
+With ``per_image=True`` the same pass also gives the *per-image mIoU* (``train.metric:
+per_image_miou``, the number many papers and Kaggle kernels report): for each image, a confusion
+matrix over its labelled pixels (``ignore_index`` excluded), IoU = TP / (TP + FP + FN) for each class
+present in that image's label or prediction (union > 0), the mean over those classes; then the mean
+over the images that have at least one labelled pixel. It weighs every image equally, so small
+objects in one image count as much as a whole road in another, and it is usually higher than the
+dataset-level number on the same predictions.
+
 Typical use::
 
     cm = ConfusionMatrix(num_classes, ignore_index)
     for images, target in val_loader:
         cm.update(model(images), target)  # logits [B, C, H, W] or predictions [B, H, W]
-    metrics = cm.compute()  # {"miou", "pixel_acc", "per_class_iou"}
+    metrics = cm.compute()  # {"miou", "pixel_acc", "per_class_iou"} (+ "per_image_miou")
 
-Under data parallelism, sum ``cm.matrix`` across processes (e.g. ``accelerator.reduce(cm.matrix,
-"sum")``) before computing.
+Under data parallelism, sum ``cm.matrix`` (and ``cm.image_stats`` with ``per_image``) across
+processes (e.g. ``accelerator.reduce(cm.matrix, "sum")``) before computing.
 """
 
 from __future__ import annotations
@@ -30,19 +38,27 @@ class ConfusionMatrix:
     ``update`` counts with :func:`torch.bincount` on the inputs' device (the matrix follows the
     inputs there); ``ignore_index`` pixels are excluded; a label outside ``[0, C)`` that is not the
     ignore index is an error.
+
+    ``per_image=True`` also accumulates ``image_stats`` = float64 ``[sum of per-image mIoUs, number of
+    images]`` (module docstring), from the same per-image counts (one ``bincount`` per batch).
     """
 
-    def __init__(self, num_classes: int, ignore_index: int | None = 255, device=None) -> None:
+    def __init__(
+        self, num_classes: int, ignore_index: int | None = 255, device=None, per_image: bool = False
+    ) -> None:
         if num_classes < 1:
             raise ValueError(f"num_classes must be >= 1, got {num_classes}")
         self.num_classes = int(num_classes)
         self.ignore_index = ignore_index
+        self.per_image = bool(per_image)
         self.matrix = torch.zeros(self.num_classes, self.num_classes, dtype=torch.int64, device=device)
+        self.image_stats = torch.zeros(2, dtype=torch.float64, device=device)
 
     # -------------------------------------------------------------------------------- accumulate
 
     def reset(self) -> None:
         self.matrix.zero_()
+        self.image_stats.zero_()
 
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
@@ -57,10 +73,16 @@ class ConfusionMatrix:
             raise ValueError(f"prediction {tuple(pred.shape)} and target {tuple(target.shape)} shapes differ")
         if pred.is_floating_point():
             raise ValueError("pred must hold integer class indices (or be logits with a class dim)")
+        n_images = pred.shape[0] if pred.dim() >= 3 else 1
+        image = None
+        if self.per_image:
+            # [B, H, W]: one image per leading index; [H, W]: a single image
+            image = torch.arange(n_images, device=pred.device).repeat_interleave(pred.numel() // n_images)
         pred = pred.reshape(-1).long()
         target = target.reshape(-1).to(pred.device).long()
         if self.matrix.device != pred.device:
             self.matrix = self.matrix.to(pred.device)
+            self.image_stats = self.image_stats.to(pred.device)
         c = self.num_classes
         keep = (
             target != self.ignore_index
@@ -79,18 +101,35 @@ class ConfusionMatrix:
                 f"labels/predictions must lie in [0, {c}) or equal ignore_index={self.ignore_index}; "
                 f"found values in [{lo}, {hi}]"
             )
-        self.matrix += torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
+        if image is None:
+            self.matrix += torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
+            return
+        image = image[keep]
+        per = torch.bincount(image * (c * c) + target * c + pred, minlength=n_images * c * c)
+        per = per.reshape(n_images, c, c)
+        self.matrix += per.sum(0)
+        tp = per.diagonal(dim1=1, dim2=2).double()
+        union = per.sum(1).double() + per.sum(2).double() - tp
+        present = union > 0
+        n_present = present.sum(1)
+        miou = torch.where(present, tp / union.clamp_min(1), 0.0).sum(1) / n_present.clamp_min(1)
+        counted = n_present > 0  # images with at least one labelled pixel
+        self.image_stats += torch.stack([miou[counted].sum(), counted.sum().double()])
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add ``other``'s counts into this matrix (in place); returns self."""
         if other.num_classes != self.num_classes:
             raise ValueError(f"cannot merge {other.num_classes}-class into {self.num_classes}-class matrix")
         self.matrix += other.matrix.to(self.matrix.device)
+        self.image_stats += other.image_stats.to(self.image_stats.device)
         return self
 
     def __add__(self, other: ConfusionMatrix) -> ConfusionMatrix:
-        out = ConfusionMatrix(self.num_classes, self.ignore_index, device=self.matrix.device)
+        out = ConfusionMatrix(
+            self.num_classes, self.ignore_index, device=self.matrix.device, per_image=self.per_image
+        )
         out.matrix = self.matrix.clone()
+        out.image_stats = self.image_stats.clone()
         return out.merge(other)
 
     def __iadd__(self, other: ConfusionMatrix) -> ConfusionMatrix:
@@ -111,6 +150,16 @@ class ConfusionMatrix:
         present = ~iou.isnan()
         return float(iou[present].mean()) if present.any() else math.nan
 
+    def per_image_miou(self) -> float:
+        """Mean over images of each image's mIoU (module docstring); NaN if no image was counted.
+
+        Only accumulated with ``per_image=True``.
+        """
+        if not self.per_image:
+            raise ValueError("per-image mIoU needs ConfusionMatrix(..., per_image=True)")
+        total, n = self.image_stats.detach().cpu().tolist()
+        return total / n if n else math.nan
+
     def pixel_accuracy(self) -> float:
         """Correct pixels / counted pixels; NaN if nothing was counted."""
         total = int(self.matrix.sum())
@@ -120,13 +169,16 @@ class ConfusionMatrix:
         """``{"miou": float, "pixel_acc": float, "per_class_iou": [float or None per class]}``.
 
         ``per_class_iou`` holds None for classes absent from both ground truth and prediction (so it
-        serialises to JSON ``null``).
+        serialises to JSON ``null``). With ``per_image=True`` also ``"per_image_miou": float``.
         """
-        return {
+        out: dict[str, float | list[float | None]] = {
             "miou": self.miou(),
             "pixel_acc": self.pixel_accuracy(),
             "per_class_iou": [None if math.isnan(v) else v for v in self.iou().tolist()],
         }
+        if self.per_image:
+            out["per_image_miou"] = self.per_image_miou()
+        return out
 
     def __repr__(self) -> str:
         return f"ConfusionMatrix(num_classes={self.num_classes}, pixels={int(self.matrix.sum())})"

@@ -131,7 +131,7 @@ class _Models:
         d = cfg.distill
         self.student = build_model(cfg.student, num_classes, role="student")
         self.student_params = count_params(self.student)
-        self.teacher = None if d.mode == "none" else build_model(cfg.teacher, num_classes, role="teacher")
+        self.teacher = None if d.mode == "none" else _build_teacher(cfg, num_classes)
         self.teacher_params = count_params(self.teacher) if self.teacher is not None else 0
         self.teacher_trains = self.teacher is not None and cfg.teacher_trains
         if self.teacher is not None and not self.teacher_trains:
@@ -154,6 +154,23 @@ class _Models:
         self.t_taps = FeatureTaps(self.teacher, self.feature_sites) if self.teacher is not None else None
 
 
+def _build_teacher(cfg: KDConfig, num_classes: int) -> nn.Module:
+    """The teacher; in offline mode a checkpoint problem says how to get a trained teacher."""
+    from kdseg.models import build_model
+
+    try:
+        return build_model(cfg.teacher, num_classes, role="teacher")
+    except CheckpointError as e:
+        if cfg.distill.mode != "offline":
+            raise
+        raise CheckpointError(
+            f"{e}. distill.mode 'offline' distils from a trained, frozen teacher: train it first with "
+            "this config and --set distill.mode=none --set student.arch=<teacher.arch> "
+            "--set student.encoder=<teacher.encoder>, then point teacher.checkpoint at that run's "
+            "student.pt (or at the checkpoint.pt of an online run); see experiments/README.md"
+        ) from None
+
+
 def _check_finite(parts: dict[str, float], who: str, epoch: int, step: int) -> None:
     total = parts.get("total")
     if total is not None and not math.isfinite(total):
@@ -162,12 +179,15 @@ def _check_finite(parts: dict[str, float], who: str, epoch: int, step: int) -> N
 
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, accelerator) -> dict[str, Any]:
-    """Dataset-level mIoU, per-class IoU and pixel accuracy of ``model`` on ``loader``."""
+    """Dataset-level mIoU, per-image mIoU, per-class IoU and pixel accuracy of ``model`` on ``loader``.
+
+    Keys: ``miou``, ``per_image_miou``, ``pixel_acc``, ``per_class_iou`` (see :mod:`kdseg.metrics`).
+    """
     from kdseg.metrics import ConfusionMatrix
 
     was_training = model.training
     model.eval()
-    cm = ConfusionMatrix(num_classes, ignore_index, device=accelerator.device)
+    cm = ConfusionMatrix(num_classes, ignore_index, device=accelerator.device, per_image=True)
     for x, y in loader:
         with accelerator.autocast():
             logits = model(x)
@@ -175,6 +195,7 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, acce
     model.train(was_training)
     if accelerator.num_processes > 1:  # one dataset-level matrix across all processes
         cm.matrix = accelerator.reduce(cm.matrix, reduction="sum")
+        cm.image_stats = accelerator.reduce(cm.image_stats, reduction="sum")
     return cm.compute()
 
 
@@ -199,13 +220,16 @@ def train_kd(
     Raises :class:`Diverged` when a loss becomes NaN or infinite.
     """
     from kdseg.data import make_loaders
-    from kdseg.distill import phase_for
+    from kdseg.distill import alpha_at, phase_for
 
     run_dir = Path(run_dir) if run_dir is not None else None
     t = cfg.train
     seed_everything(t.seed)
     accelerator = make_accelerator(cfg)
-    m = _Models(cfg, data.num_classes, data.ignore_index)
+    from kdseg.data.weights import class_weights_for
+
+    class_weights = class_weights_for(data, cfg.data.class_weights)  # counted once, kept on data
+    m = _Models(cfg, data.num_classes, data.ignore_index, class_weights=class_weights)
     train_loader, val_loader = make_loaders(data, cfg.data, t.batch_size, t.num_workers, t.seed)
     steps_per_epoch = len(train_loader)
     if t.max_steps_per_epoch:
@@ -249,6 +273,8 @@ def train_kd(
         for obj in (train_loader, getattr(train_loader, "dataset", None)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
+        alpha = alpha_at(cfg.distill, epoch, t.epochs)  # distill.alpha_schedule, fixed for the epoch
+        objective.alpha = alpha
         student.train()
         if m.teacher_trains:
             teacher.train()
@@ -284,7 +310,8 @@ def train_kd(
             if teacher is not None
             else None
         )
-        metrics = _epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m, opt_s)
+        metrics = _epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m, opt_s, metric=t.metric)
+        metrics["alpha"] = alpha
         metrics["images_per_s"] = n_images / train_time if train_time > 0 else 0.0
         metrics["epoch_time_s"] = time.perf_counter() - t0
         if torch.cuda.is_available():
@@ -382,7 +409,12 @@ def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt
     return out
 
 
-def _epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m: _Models, opt_s) -> dict[str, Any]:
+def _epoch_metrics(
+    epoch, sums, n_steps, s_eval, t_eval, m: _Models, opt_s, metric: str = "miou"
+) -> dict[str, Any]:
+    """The epoch's flat metrics; ``val_miou`` (and student/teacher_val_miou, iou_per_mparam) follow
+    ``train.metric``; ``*_val_miou_dataset`` and ``*_val_miou_per_image`` hold both numbers."""
+
     def mean(key: str) -> float | None:
         return sums[key] / n_steps if key in sums and n_steps else None
 
@@ -393,16 +425,23 @@ def _epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m: _Models, opt_s) -> d
         "train_loss_soft": mean("soft"),
         "train_loss_feature": mean("feature"),
         "teacher_train_loss": mean("teacher_total"),
-        "student_val_miou": s_eval["miou"],
-        "val_miou": s_eval["miou"],
+    s_miou = s_eval[metric]
+    t_miou = t_eval[metric] if t_eval else None
+
+        "student_val_miou": s_miou,
+        "val_miou": s_miou,
+        "val_miou_dataset": s_eval["miou"],
+        "val_miou_per_image": s_eval["per_image_miou"],
         "student_pixel_acc": s_eval["pixel_acc"],
         "student_per_class_iou": s_eval["per_class_iou"],
-        "teacher_val_miou": t_eval["miou"] if t_eval else None,
+        "teacher_val_miou": t_miou,
+        "teacher_val_miou_dataset": t_eval["miou"] if t_eval else None,
+        "teacher_val_miou_per_image": t_eval["per_image_miou"] if t_eval else None,
         "teacher_pixel_acc": t_eval["pixel_acc"] if t_eval else None,
         "teacher_per_class_iou": t_eval["per_class_iou"] if t_eval else None,
         "student_params": m.student_params,
         "teacher_params": m.teacher_params,
-        "iou_per_mparam": s_eval["miou"] / (m.student_params / 1e6),
+        "iou_per_mparam": s_miou / (m.student_params / 1e6),
         "lr": opt_s.param_groups[0]["lr"],
     }
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}

@@ -109,3 +109,19 @@ def write_camvid(
             Image.fromarray(noise(rng, size)).save(root / split / name)
             Image.fromarray(blocks(rng, size, range(12))).save(root / f"{split}annot" / name)
     return root
+
+
+def one_torch_thread():
+    """Generator body of a fixture: run with one intra-op thread, then restore the setting.
+
+    Tiny CPU models are faster on one thread, and much faster when the machine is shared (two
+    spinning OpenMP threads on two busy cores can make a step five times slower).
+    """
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

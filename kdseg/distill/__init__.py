@@ -9,7 +9,7 @@ from kdseg.distill.entropy import softmax_entropy
 from kdseg.distill.features import FEATURE_LOSSES, cosine_loss, cwd_loss, get_feature_loss, mse_loss
 from kdseg.distill.hard import hard_loss
 from kdseg.distill.objective import KDObjective
-from kdseg.distill.schedule import ALTERNATIONS, Phase, phase_for
+from kdseg.distill.schedule import ALTERNATIONS, Phase, alpha_at, phase_for
 from kdseg.distill.soft import soft_kl
 
 __all__ = [
@@ -19,6 +19,7 @@ __all__ = [
     "FeatureAdapters",
     "KDObjective",
     "Phase",
+    "alpha_at",
     "cosine_loss",
     "cwd_loss",
     "get_feature_loss",

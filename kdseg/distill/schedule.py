@@ -26,11 +26,25 @@ of the mix: a hard-only step uses plain CE (no ``1 - alpha`` factor); a distilla
 
 With ``mode: none`` (no teacher) every phase is ``student_hard=True, student_distill=False`` and the
 teacher never updates, whatever the alternation.
+
+``alpha_at(distill, epoch, epochs)`` is the weight of the soft loss in epoch ``epoch`` (from 0) of
+``epochs`` (``distill.alpha_schedule``), with ``a0 = alpha``, ``a1 = alpha_final`` and
+``p = epoch / (epochs - 1)`` (``p = 0`` for a one-epoch run):
+
+- ``constant``: ``alpha`` every epoch (``alpha_final`` is ignored);
+- ``linear``: ``a0 + (a1 - a0) * p``;
+- ``cosine``: ``a1 + (a0 - a1) * (1 + cos(pi * p)) / 2``.
+
+So the first epoch uses ``alpha`` and the last ``alpha_final``; the value is fixed within an epoch
+and a function of the epoch only (a resumed run sees the same values). The student's CE gets
+``1 - alpha_at(...)`` in combined steps, and mutual mode's teacher KL uses the same alpha.
 """
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
+from typing import Any
 
 ALTERNATIONS = ("none", "epoch", "step", "teacher_student")
 
@@ -85,3 +99,24 @@ def phase_for(
     if step % 2 == 0:
         return Phase(update_teacher=True, update_student=False, student_hard=False, student_distill=False)
     return Phase(update_teacher=False, **_FULL_STUDENT)
+
+
+def alpha_at(distill: Any, epoch: int, epochs: int) -> float:
+    """The scheduled alpha of epoch ``epoch`` (0-based) of ``epochs`` (see the module docstring).
+
+    ``distill`` is a :class:`~kdseg.config.DistillConfig` (anything with ``alpha``,
+    ``alpha_schedule`` and ``alpha_final``).
+    """
+    a0 = float(distill.alpha)
+    schedule = distill.alpha_schedule
+    if schedule == "constant":
+        return a0
+    if distill.alpha_final is None:
+        raise ValueError(f"alpha_schedule {schedule!r} needs alpha_final")
+    a1 = float(distill.alpha_final)
+    p = min(max(epoch / (epochs - 1), 0.0), 1.0) if epochs > 1 else 0.0
+    if schedule == "linear":
+        return a0 + (a1 - a0) * p
+    if schedule == "cosine":
+        return a1 + (a0 - a1) * (1.0 + math.cos(math.pi * p)) / 2.0
+    raise ValueError(f"unknown alpha_schedule {schedule!r}; known: constant, linear, cosine")
