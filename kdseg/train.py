@@ -269,12 +269,12 @@ def train_kd(
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, t.epochs):
         seed_everything(_epoch_seed(t.seed, epoch))
+        alpha = alpha_at(cfg.distill, epoch, t.epochs)  # distill.alpha_schedule, fixed for the epoch
+        objective.alpha = alpha
         # shuffle order and augmentations are functions of (seed, epoch): resumed runs see the same batches
         for obj in (train_loader, getattr(train_loader, "dataset", None)):
             if hasattr(obj, "set_epoch"):
                 obj.set_epoch(epoch)
-        alpha = alpha_at(cfg.distill, epoch, t.epochs)  # distill.alpha_schedule, fixed for the epoch
-        objective.alpha = alpha
         student.train()
         if m.teacher_trains:
             teacher.train()
@@ -418,6 +418,9 @@ def _epoch_metrics(
     def mean(key: str) -> float | None:
         return sums[key] / n_steps if key in sums and n_steps else None
 
+    s_miou = s_eval[metric]
+    t_miou = t_eval[metric] if t_eval else None
+
     metrics: dict[str, Any] = {
         "epoch": epoch + 1,
         "train_loss": mean("total"),
@@ -425,9 +428,6 @@ def _epoch_metrics(
         "train_loss_soft": mean("soft"),
         "train_loss_feature": mean("feature"),
         "teacher_train_loss": mean("teacher_total"),
-    s_miou = s_eval[metric]
-    t_miou = t_eval[metric] if t_eval else None
-
         "student_val_miou": s_miou,
         "val_miou": s_miou,
         "val_miou_dataset": s_eval["miou"],
