@@ -38,6 +38,7 @@ def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = 
         return torch.load(path, map_location=map_location, weights_only=True)
     except (RuntimeError, EOFError, zipfile.BadZipFile, ValueError, OSError) as e:
         first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        first = first.split(". ", 1)[0].rstrip(".")  # torch goes on with advice for its own developers
         raise CheckpointError(
             f"{path}: not a readable checkpoint (truncated or corrupted?): {first}"
         ) from None

@@ -334,6 +334,8 @@ def format_validation_error(err: ValidationError, source: str) -> str:
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             msg = "unknown key"
+        elif e["type"] not in ("value_error", "missing") and isinstance(e.get("input"), (str, int, float)):
+            msg += f", got {e['input']!r}"  # pydantic's own checks do not say what they were given
         lines.append(f"{source}: {loc}: {msg}")
     return "\n".join(lines)
 

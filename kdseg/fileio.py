@@ -49,3 +49,11 @@ def require_writable(folder: str | os.PathLike, what: str = "output") -> None:
         probe = probe.parent
     if not probe.is_dir() or not os.access(probe, os.W_OK | os.X_OK):
         raise KdsegError(f"{folder}: cannot write the {what} here ({probe} is not a writable folder)")
+    # Permission bits do not tell the whole story (root, read-only mounts, full disks): try it.
+    try:
+        with tempfile.NamedTemporaryFile(dir=probe, prefix=".kdseg-probe-"):
+            pass
+    except OSError as e:
+        raise KdsegError(
+            f"{folder}: cannot write the {what} here ({probe}: {e.strerror or type(e).__name__})"
+        ) from None

@@ -18,6 +18,7 @@ A search-space file names a base training config and the keys to search::
             resources_per_trial: {cpu: 2, gpu: 0.5}, max_concurrent: 8, seed: 0, max_failures: 0}
     storage: null   # null: sqlite optuna.db in the sweep folder; an SQLAlchemy URL; or journal:PATH
     name: null      # default sweep name (the command line's --name wins)
+    faults: []      # fault injection for testing kdseg itself (kdseg.faults); never needed otherwise
 
 :func:`load_space` turns it into a validated :class:`SweepSpec`; every problem is a
 :class:`~kdseg.errors.ConfigError` naming the file and the key path, raised before anything runs.
@@ -118,6 +119,7 @@ from kdseg.config import (
     validate_config,
 )
 from kdseg.errors import ConfigError
+from kdseg.faults import FaultRule
 
 __all__ = [
     "DOMAIN_KINDS",
@@ -145,7 +147,7 @@ CATEGORICAL_KINDS = ("choice", "grid")
 Objective = Literal["iou_per_mparam", "val_miou", "pareto", "iou_per_gflop", "latency_ms"]
 
 # Top-level keys of a space file; overrides starting with these change the space file.
-SPACE_KEYS = ("base", "base_config", "space", "sweep", "storage", "name")
+SPACE_KEYS = ("base", "base_config", "space", "sweep", "storage", "name", "faults")
 # Sections of the training config; overrides starting with these change the base config.
 CONFIG_SECTIONS = tuple(k for k in KDConfig.model_fields if k != "name")
 # Config keys a space may not search: the sweep sets them for every trial.
@@ -207,6 +209,7 @@ class _SpaceFile(_Strict):
     sweep: SweepSettings = SweepSettings()
     storage: str | None = None
     name: str | None = None
+    faults: list[FaultRule] = []
 
 
 class Domain(_Strict):
@@ -304,6 +307,7 @@ class SweepSpec(_Strict):
     storage: str | None = None
     name: str | None = None
     source: Path | None = Field(None, description="the file this spec was loaded from")
+    faults: list[FaultRule] = Field(default_factory=list, description="fault injection (a testing aid)")
     extra: dict[str, Any] = Field(
         default_factory=dict, description="other top-level keys of a resolved sweep.yaml (not validated)"
     )
@@ -348,6 +352,7 @@ def spec_to_dict(spec: SweepSpec) -> dict[str, Any]:
         "space": {key: d.to_yaml() for key, d in spec.space.items()},
         "sweep": spec.sweep.model_dump(mode="json"),
         "storage": spec.storage,
+        **({"faults": [r.model_dump(mode="json") for r in spec.faults]} if spec.faults else {}),
         **copy.deepcopy(spec.extra),
         "base_config": config_to_dict(spec.base_config),
     }
@@ -413,6 +418,9 @@ def _load(doc: dict[str, Any], path: Path, overrides: Iterable[str | tuple[str, 
     base_dump = config_to_dict(base_config)
     space = {key: _parse_entry(key, value, base_dump, src) for key, value in raw.space.items()}
     _check_overlaps(space, src)
+    for i, rule in enumerate(raw.faults):
+        for k in rule.when:
+            _check_config_key(k, f"{src}: faults[{i}].when.{k}")
 
     spec = SweepSpec(
         base=base_path,
@@ -422,6 +430,7 @@ def _load(doc: dict[str, Any], path: Path, overrides: Iterable[str | tuple[str, 
         storage=storage,
         name=raw.name,
         source=path.resolve(),
+        faults=raw.faults,
     )
     n_grid = grid_size(spec)
     if sweep.num_samples < n_grid:
@@ -440,7 +449,10 @@ def _route_overrides(
     space_ov: list[tuple[str, Any]] = []
     base_ov: list[tuple[str, Any]] = []
     for item in overrides:
-        key, value = parse_override(item) if isinstance(item, str) else item
+        try:
+            key, value = parse_override(item) if isinstance(item, str) else item
+        except ConfigError as e:
+            raise ConfigError(f"{src}: {e}") from None
         head = key.split(".", 1)[0]
         if head in SPACE_KEYS:
             space_ov.append((key, value))

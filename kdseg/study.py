@@ -51,6 +51,9 @@ def open_storage(url: str):
         return JournalStorage(JournalFileBackend(str(path)))
     if "://" not in url:
         raise ConfigError(f"storage: {url!r} is neither an SQLAlchemy URL (dialect://...) nor journal:PATH")
+    db_file = sqlite_file(url)
+    if db_file is not None and not db_file.parent.is_dir():
+        raise ConfigError(f"storage: {url}: folder {db_file.parent} does not exist")
     for attempt in range(_SCHEMA_RACE_ATTEMPTS):
         try:
             return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs=_engine_kwargs(url))
@@ -68,6 +71,7 @@ def open_storage(url: str):
 # race on CREATE TABLE / the version rows (PostgreSQL: UniqueViolation on pg_type, DuplicateTable);
 # the loser retries and finds the schema in place.
 _SCHEMA_RACE_ATTEMPTS = 6
+CONNECT_TIMEOUT_S = 10  # an unreachable database server is an error after this long, never a hang
 
 
 def _schema_race(err: BaseException, url: str) -> bool:
@@ -94,7 +98,7 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     if url.startswith("sqlite"):
         return {"connect_args": {"timeout": 60}}
     # fail fast on unreachable servers instead of hanging a sweep
-    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": 10}}
+    return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
 
 
 def _redact(url: str) -> str:
@@ -105,6 +109,39 @@ def _redact(url: str) -> str:
         user = cred.split(":", 1)[0]
         return f"{scheme}://{user}:***@{host}" if ":" in cred else url
     return url
+
+
+def sqlite_file(url: str) -> Path | None:
+    """The database file of an SQLite URL (``sqlite:////abs/x.db``, ``sqlite:///rel.db``); else None."""
+    if not url.startswith("sqlite:///"):
+        return None
+    path = url.removeprefix("sqlite:///").split("?", 1)[0]
+    return None if path in ("", ":memory:") else Path(path).expanduser().resolve()
+
+
+def check_new_study(url: str, name: str) -> None:
+    """Refuse a storage that cannot be used, or that holds a study ``name`` already; create nothing.
+
+    A database server is connected to (Optuna creates its tables there, no study); an SQLite or
+    journal file that does not exist yet is not created (it cannot hold a study), only its folder
+    is checked.
+    """
+    if url.startswith("journal:"):
+        path = Path(url.removeprefix("journal:")).expanduser().resolve()
+        if not path.parent.is_dir():
+            raise ConfigError(f"storage: journal folder {path.parent} does not exist")
+        if not path.exists():
+            return
+    elif (db_file := sqlite_file(url)) is not None:
+        if not db_file.parent.is_dir():
+            raise ConfigError(f"storage: {url}: folder {db_file.parent} does not exist")
+        if not db_file.exists():
+            return
+    if study_exists(open_storage(url), name):
+        raise ConfigError(
+            f"storage {_redact(url)!r}: a study named {name!r} exists already; pass --name to start "
+            f"another sweep, or resume the existing one"
+        )
 
 
 def study_exists(storage, name: str) -> bool:
@@ -158,7 +195,15 @@ class HonestOptunaSearch(OptunaSearch):
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if result.get("diverged"):  # its placeholder score is not a measurement
             return
-        super().on_trial_result(trial_id, result)
+        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+            return super().on_trial_result(trial_id, result)
+        value, step = result.get(self.metric), _step(result)
+        ot_trial = self._ot_trials.get(trial_id)
+        if value is None or step is None or ot_trial is None:
+            return
+        # a step reported already (a trial restarted from scratch) keeps its first value
+        if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+            ot_trial.report(value, step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
         if trial_id in self._completed_trials:
@@ -194,11 +239,18 @@ class HonestOptunaSearch(OptunaSearch):
         """Tune hands the result that ends a trial to on_trial_complete only: keep it as an intermediate value."""
         if not result or isinstance(self.metric, list) or status in ("error", "diverged"):
             return
-        value, step = result.get(self.metric), result.get("training_iteration")
+        value, step = result.get(self.metric), _step(result)
         if value is None or step is None:
             return
         if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
             ot_trial.report(value, step)
+
+
+def _step(result: dict) -> int | None:
+    """The Optuna step of a result: kdseg's epoch (Tune's training_iteration goes on counting
+    across a restart from scratch)."""
+    step = result.get("epoch") or result.get("training_iteration")
+    return None if step is None else int(step)
 
 
 def trial_status(result: dict | None, error: bool, max_t: int) -> str:

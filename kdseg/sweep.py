@@ -66,7 +66,7 @@ def plan_sweep(
 ) -> SweepPlan:
     """Load and validate a search space; refuse to overwrite an existing sweep."""
     from kdseg.space import load_space
-    from kdseg.study import open_storage, storage_url, study_exists
+    from kdseg.study import check_new_study, storage_url
 
     spec = load_space(space_path, overrides)
     name = name or spec.name or Path(space_path).stem
@@ -80,13 +80,11 @@ def plan_sweep(
         )
     require_writable(sweep_dir, "sweep")
     url = storage_url(spec.storage, sweep_dir)
-    if spec.storage is not None:  # a shared database: the study name must be new too
-        storage = open_storage(url)
-        if study_exists(storage, name):
-            raise KdsegError(
-                f"storage {spec.storage!r}: a study named {name!r} exists already; pass --name to start "
-                f"another sweep, or resume the existing one"
-            )
+    if spec.storage is not None:  # a storage of its own: usable, and the study name must be new too
+        try:
+            check_new_study(url, name)
+        except ConfigError as e:
+            raise ConfigError(f"{space_path}: {e}") from None
     return SweepPlan(
         spec=spec, name=name, sweep_dir=sweep_dir, storage_url=url, address=address, verbose=verbose
     )
@@ -174,7 +172,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
     from kdseg.progress import LiveTrialTable
     from kdseg.space import initial_points, to_tune_space
     from kdseg.study import make_searcher, open_storage
-    from kdseg.trainable import PruneFinishedCheckpoints
+    from kdseg.trainable import PruneFinishedCheckpoints, ReportRecoveries
 
     spec = plan.spec
     s = spec.sweep
@@ -183,6 +181,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
     callbacks = [
         LiveTrialTable(s.asha.max_t, s.num_samples, describe=_describe(spec)),
         PruneFinishedCheckpoints(str(plan.sweep_dir)),
+        ReportRecoveries(s.max_failures),
     ]
     if restore:
         return tune.Tuner.restore(
@@ -201,7 +200,9 @@ def _tuner(plan: SweepPlan, data, restore: bool):
         max_t=s.asha.max_t,
     )
     scheduler = ASHAScheduler(
-        time_attr="training_iteration",
+        # kdseg's own epoch, not Tune's training_iteration: a trial that had to start again from
+        # scratch (damaged checkpoint) reports epoch 1 again while Tune's counter goes on.
+        time_attr="epoch",
         metric=s.metric,
         mode=s.mode,
         max_t=s.asha.max_t,
@@ -239,6 +240,7 @@ def run_sweep(plan: SweepPlan) -> SweepResult:
 
     started = time.perf_counter()
     data = load_data(plan.spec.base_config.data, progress=True)  # dataset errors before Ray starts
+    created = [p for p in (plan.sweep_dir, *plan.sweep_dir.parents) if not p.exists()]
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
         dump_yaml(
@@ -249,6 +251,11 @@ def run_sweep(plan: SweepPlan) -> SweepResult:
         tuner, _ = _tuner(plan, data, restore=False)
     except BaseException:
         shutil.rmtree(plan.sweep_dir, ignore_errors=True)  # nothing half-written
+        for folder in created[1:]:  # nor the empty folders made for it (--out ROOT)
+            try:
+                folder.rmdir()
+            except OSError:
+                break
         raise
     results = tuner.fit()
     return finalize(plan, results, started)
@@ -317,7 +324,8 @@ def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
             latency_ms=m.get("latency_ms"),
             iou_per_gflop=None if status in ("error", "diverged") else m.get("iou_per_gflop"),
             epochs=m.get("epoch") or 0,
-            error=_error_text(r.error) if r.error is not None else m.get("error"),
+            # why it failed; for a trial that survived a damaged checkpoint, what happened
+            error=_error_text(r.error) if r.error is not None else (m.get("error") or m.get("recovered")),
             params=params,
             path=str(r.path),
         )

@@ -114,6 +114,8 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
 
 
 def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report_to_tune=tune.report) -> None:
+    from kdseg.config import config_to_dict
+    from kdseg.faults import FaultInjector
     from kdseg.space import trial_config
 
     cfg = trial_config(spec, params)
@@ -122,6 +124,8 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
     run_dir = trial_run_dir(Path(sweep_dir), trial_id)
     resume = None
     restored = None
+    done = {"epoch": 0}  # the last epoch this trial has finished (restored or reported)
+    recovered: dict[str, str] = {}  # a damaged checkpoint this attempt started again without
     checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         restored = Path(tempfile.mkdtemp(prefix="kdseg-restore-"))
@@ -132,6 +136,7 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
             if (restored / "metrics.jsonl").exists():
                 run_dir.mkdir(parents=True, exist_ok=True)
                 (run_dir / "metrics.jsonl").write_text((restored / "metrics.jsonl").read_text())
+                done["epoch"] = len((restored / "metrics.jsonl").read_text().splitlines())
         else:  # pruned when the trial finished before a driver crash: run it again from scratch
             log.warning(
                 "trial %s: its checkpoint holds no %s; restarting from scratch", trial_id, FULL_CHECKPOINT
@@ -143,6 +148,8 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         nonlocal last
+        done["epoch"] = int(metrics.get("epoch") or done["epoch"] + 1)
+        metrics = {**metrics, **recovered}
         wb.log_epoch(metrics)  # before tune.report: a stopped trial exits inside tune.report
         if (metrics.get("epoch") or 0) >= cfg.train.epochs:
             wb.finish("completed")  # the last epoch: close the W&B run before Tune ends the trial
@@ -154,9 +161,23 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
         # Tune has persisted its copy; the run folder keeps the small files, not a second full checkpoint.
         (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)
 
+    faults = FaultInjector(
+        getattr(spec, "faults", None) or [], config_to_dict(cfg), trial_id, Path(sweep_dir)
+    )
+
+    def on_step(step: int, _total: int) -> None:
+        faults.on_step(done["epoch"] + 1, step)
+
     def run(resume_from):
         train_kd(
-            cfg, data, report, run_dir=run_dir, resume=resume_from, hooks=wb.hooks, keep_last_checkpoint=False
+            cfg,
+            data,
+            report,
+            run_dir=run_dir,
+            resume=resume_from,
+            hooks=wb.hooks,
+            keep_last_checkpoint=False,
+            on_step=on_step if faults else None,
         )
 
     with wb:
@@ -167,8 +188,12 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
                 if resume is None:
                     raise
                 # a truncated or corrupted checkpoint: say so, and start the trial again from scratch
-                log.warning("trial %s: %s; restarting from scratch", trial_id, e)
+                # name the checkpoint as stored (Tune's copy), not the temporary folder it was read from
+                msg = str(e).replace(str(restored), str(checkpoint.path))
+                log.warning("trial %s: %s; restarting from scratch", trial_id, msg)
+                recovered["recovered"] = f"restarted from scratch: {msg}"[:500]
                 (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+                done["epoch"] = 0
                 run(None)
         except Diverged as e:
             # A NaN/inf loss ends this trial as 'diverged': reported, not retried, not a crash.
@@ -204,3 +229,42 @@ class PruneFinishedCheckpoints(tune.Callback):
 
     def on_trial_error(self, iteration, trials, trial, **info):
         self._prune(trial)
+
+
+def _last_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+class ReportRecoveries(tune.Callback):
+    """Tell the user, on the driver's console, about trials that survived a fault.
+
+    A failed attempt that Tune retries (``sweep.max_failures``) and a trial that found its checkpoint
+    damaged and started again from scratch leave no trace in the live table otherwise.
+    """
+
+    def __init__(self, max_failures: int):
+        self.max_failures = max_failures
+        self._told: set[str] = set()
+
+    def _say(self, text: str) -> None:
+        import sys
+
+        print(f"kdseg: {text}", file=sys.stderr, flush=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        try:
+            error = _last_line(trial.get_error())
+        except Exception:  # cosmetic: never break the sweep for a message
+            error = "unknown error"
+        limit = "unlimited" if self.max_failures < 0 else str(self.max_failures)
+        self._say(
+            f"trial {trial.trial_id} failed ({error}); retrying from its last checkpoint "
+            f"(failure {trial.num_failures}, sweep.max_failures {limit})"
+        )
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        note = result.get("recovered")
+        if note and trial.trial_id not in self._told:
+            self._told.add(trial.trial_id)
+            self._say(f"trial {trial.trial_id}: {note}")

@@ -1,0 +1,607 @@
+"""Bad input of every kind is refused the same way: one message naming the file and the key (or line),
+exit status 2, and nothing left behind (no sweep folder, no Optuna storage or study, no W&B run).
+
+Each case starts from a workspace that passes validation (``test_the_workspace_itself_is_valid``),
+breaks one thing and runs the command line in this process (``kdseg.cli.main``). Cases fail before Ray
+or any trial starts, so the table takes seconds.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+import yaml
+from PIL import Image
+
+from tests.conftest import tiny_config, tiny_space
+
+
+class Work:
+    """A valid sweep workspace in ``root`` (the working directory): data/, base.yaml, space.yaml."""
+
+    def __init__(self, root: Path, good_data: Path):
+        self.root = root
+        self.data = root / "data"
+        shutil.copytree(good_data, self.data)
+        self.base_doc = tiny_config(
+            self.data,
+            data={"image_size": [32, 32]},
+            student={"arch": "lightweight_unet", "width": 0.25},
+            train={"max_steps_per_epoch": 1},
+            tracking={"wandb": {"mode": "offline"}},
+        )
+        self.space_doc = tiny_space("base.yaml", num_samples=2, max_t=1)
+        self.base = root / "base.yaml"
+        self.space = root / "space.yaml"
+        self.out = root / "runs"
+
+    def write(self) -> None:
+        self.base.write_text(yaml.safe_dump(self.base_doc, sort_keys=False))
+        self.space.write_text(yaml.safe_dump(self.space_doc, sort_keys=False))
+
+    def sweep(self, *extra: str) -> list[str]:
+        self.write()
+        return ["sweep", str(self.space), "--out", str(self.out), "--name", "s1", *extra]
+
+    def base_set(self, section: str, **values) -> list[str]:
+        self.base_doc.setdefault(section, {}).update(values)
+        return self.sweep()
+
+    def space_set(self, key: str, domain) -> list[str]:
+        self.space_doc["space"][key] = domain
+        return self.sweep()
+
+    def sweep_set(self, **values) -> list[str]:
+        self.space_doc["sweep"].update(values)
+        return self.sweep()
+
+    def storage(self, url: str) -> list[str]:
+        self.space_doc["storage"] = url
+        return self.sweep()
+
+    def pngs(self, kind: str = "CameraRGB") -> list[Path]:
+        return sorted((self.data / kind).glob("*.png"))
+
+
+Setup = Callable[[Work], tuple[list[str], list[str]]]
+
+
+@dataclass(frozen=True)
+class Case:
+    id: str
+    area: str  # config, space, dataset, storage, cli
+    input: str  # what is wrong, in words (the resolution's table)
+    setup: Setup  # breaks the workspace; returns (argv, substrings the message must hold)
+
+
+def _malformed_base(w: Work):
+    w.write()
+    w.base.write_text("data:\n  format: carla\ntrain: {epochs: 2\nstudent: x\n")
+    return ["sweep", str(w.space), "--out", str(w.out)], ["base.yaml", "line 4", "malformed YAML"]
+
+
+def _base_not_mapping(w: Work):
+    w.write()
+    w.base.write_text("- data\n- train\n")
+    return ["sweep", str(w.space), "--out", str(w.out)], ["base.yaml", "expected a mapping"]
+
+
+def _malformed_space(w: Work):
+    w.write()
+    w.space.write_text("base: base.yaml\nspace:\n  distill.alpha: {uniform: [0.1, 0.2]\n  x: 1\n")
+    return ["sweep", str(w.space), "--out", str(w.out)], ["space.yaml", "line 4", "malformed YAML"]
+
+
+def _missing_base(w: Work):
+    w.space_doc["base"] = "missing.yaml"
+    return w.sweep(), ["space.yaml", "base", "missing.yaml", "not found"]
+
+
+def _encoder_in_choice(w: Work):
+    return w.space_set("teacher.encoder", {"choice": ["resnet34", "resnet999"]}), [
+        "space.yaml",
+        "space.teacher.encoder.choice[1]",
+        "resnet999",
+    ]
+
+
+def _empty_space(w: Work):
+    w.space_doc["space"] = {}
+    return w.sweep(), ["space.yaml", "space: empty"]
+
+
+def _unknown_space_key(w: Work):
+    w.space_doc["sweeps"] = {"num_samples": 2}
+    return w.sweep(), ["space.yaml", "sweeps", "unknown key"]
+
+
+# ------------------------------------------------------------------------------------------ dataset
+
+
+def _data_root(w: Work, root: Path):
+    w.base_doc["data"]["root"] = str(root)
+    return w.sweep()
+
+
+def _missing_root(w: Work):
+    return _data_root(w, w.root / "nope"), [str(w.root / "nope"), "not found"]
+
+
+def _not_a_dataset(w: Work):
+    (w.root / "empty").mkdir()
+    return _data_root(w, w.root / "empty"), [str(w.root / "empty"), "not a carla dataset", "CameraRGB"]
+
+
+def _few_classes(w: Work):
+    return w.base_set("data", num_classes=3), ["CameraSeg", ".png", "data.num_classes=3", "label ids"]
+
+
+def _size_mismatch(w: Work):
+    mask = w.pngs("CameraSeg")[2]
+    Image.open(mask).resize((64, 48), Image.NEAREST).save(mask)
+    return w.sweep(), [str(mask), str(w.pngs()[2]), "but its label"]
+
+
+def _unpaired(w: Work):
+    gone = w.pngs("CameraSeg")[1]
+    gone.unlink()
+    return w.sweep(), ["unpaired files", gone.stem, "images without a label"]
+
+
+def _unreadable_png(w: Work):
+    bad = w.pngs()[3]
+    bad.write_bytes(b"this is not a PNG at all")
+    return w.sweep(), [str(bad), "not a readable PNG"]
+
+
+def _truncated_png(w: Work):
+    bad = w.pngs()[0]
+    data = bad.read_bytes()
+    bad.write_bytes(data[: len(data) // 2])
+    return w.sweep(), [str(bad), "truncated"]
+
+
+def _empty_split(w: Work):
+    pairs = list(zip(w.pngs(), w.pngs("CameraSeg"), strict=True))
+    for split in ("train", "val"):
+        for kind in ("CameraRGB", "CameraSeg"):
+            (w.data / split / kind).mkdir(parents=True)
+    for img, mask in pairs:
+        img.rename(w.data / "train" / "CameraRGB" / img.name)
+        mask.rename(w.data / "train" / "CameraSeg" / mask.name)
+    return w.sweep(), [str(w.data / "val" / "CameraRGB"), "no PNG images"]
+
+
+def _one_pair(w: Work):
+    for p in w.pngs()[1:] + w.pngs("CameraSeg")[1:]:
+        p.unlink()
+    return w.sweep(), [str(w.data.resolve()), "1 image/label pair", "at least 2"]
+
+
+# ------------------------------------------------------------------------------------------ storage
+
+
+def _study_exists(w: Work):
+    import optuna
+
+    url = f"sqlite:///{w.root / 'shared.db'}"
+    optuna.create_study(study_name="s1", storage=url)
+    return w.storage(url), ["space.yaml", "storage", "a study named 's1' exists already"]
+
+
+def _new_sqlite_then_bad_data(w: Work):
+    w.space_doc["storage"] = f"sqlite:///{w.root / 'new.db'}"
+    return _missing_root(w)
+
+
+# ------------------------------------------------------------------------------------- command line
+
+
+def _sweep_exists(w: Work):
+    (w.out / "s1").mkdir(parents=True)
+    (w.out / "s1" / "leaderboard.csv").write_text("trial_id\n")
+    return w.sweep(), [str(w.out / "s1"), "exists already", "kdseg resume"]
+
+
+def _out_is_a_file(w: Work):
+    (w.root / "afile").write_text("x")
+    argv = w.sweep()
+    argv[argv.index("--out") + 1] = str(w.root / "afile")
+    return argv, [str(w.root / "afile"), "cannot write"]
+
+
+def _resume_not_a_sweep(w: Work):
+    (w.root / "notasweep").mkdir()
+    return ["resume", str(w.root / "notasweep")], [str(w.root / "notasweep"), "not a kdseg sweep folder"]
+
+
+def _train_bad_value(w: Work):
+    w.write()
+    return ["train", str(w.base), "--out", str(w.root / "run"), "--set", "train.optimizer=lion"], [
+        "base.yaml",
+        "train.optimizer",
+    ]
+
+
+def _train_missing_data(w: Work):
+    w.base_doc["data"]["root"] = str(w.root / "nope")
+    w.write()
+    return ["train", str(w.base), "--out", str(w.root / "run")], [str(w.root / "nope"), "not found"]
+
+
+def _synth_bad_size(w: Work):
+    return ["data", "synth", "--out", str(w.root / "gen"), "--size", "4x4"], ["--size", "too small"]
+
+
+def _export_no_sweep(w: Work):
+    return ["export", str(w.root / "nothing")], [str(w.root / "nothing"), "no such sweep folder"]
+
+
+CASES = [
+    # ---- training config (base.yaml)
+    Case("config-malformed-yaml", "config", "base.yaml is not valid YAML", _malformed_base),
+    Case("config-not-a-mapping", "config", "base.yaml holds a list", _base_not_mapping),
+    Case(
+        "config-unknown-key",
+        "config",
+        "train.epoch (typo)",
+        lambda w: (w.base_set("train", epoch=3), ["base.yaml", "train.epoch", "unknown key"]),
+    ),
+    Case(
+        "config-wrong-type",
+        "config",
+        "train.batch_size: eight",
+        lambda w: (w.base_set("train", batch_size="eight"), ["base.yaml", "train.batch_size", "integer"]),
+    ),
+    Case(
+        "config-negative-lr",
+        "config",
+        "train.lr: -0.1",
+        lambda w: (w.base_set("train", lr=-0.1), ["base.yaml", "train.lr", "greater than 0"]),
+    ),
+    Case(
+        "config-unknown-encoder",
+        "config",
+        "teacher.encoder: resnet999",
+        lambda w: (w.base_set("teacher", encoder="resnet999"), ["base.yaml", "teacher.encoder", "resnet999"]),
+    ),
+    Case(
+        "config-unknown-arch",
+        "config",
+        "student.arch: Unetzz",
+        lambda w: (
+            w.base_set("student", arch="Unetzz"),
+            ["base.yaml", "student.arch", "unknown architecture 'Unetzz'"],
+        ),
+    ),
+    Case(
+        "config-unknown-format",
+        "config",
+        "data.format: kitti",
+        lambda w: (w.base_set("data", format="kitti"), ["base.yaml", "data.format", "kitti"]),
+    ),
+    Case(
+        "config-image-size",
+        "config",
+        "data.image_size: [50, 50]",
+        lambda w: (
+            w.base_set("data", image_size=[50, 50]),
+            ["base.yaml", "data.image_size", "multiples of 32"],
+        ),
+    ),
+    Case(
+        "config-offline-no-teacher",
+        "config",
+        "distill.mode: offline without teacher.checkpoint",
+        lambda w: (w.base_set("distill", mode="offline"), ["base.yaml", "offline", "teacher.checkpoint"]),
+    ),
+    Case("config-missing-base", "config", "base: missing.yaml", _missing_base),
+    # ---- search space (space.yaml)
+    Case("space-malformed-yaml", "space", "space.yaml is not valid YAML", _malformed_space),
+    Case("space-unknown-top-key", "space", "sweeps: (typo of sweep)", _unknown_space_key),
+    Case(
+        "space-unknown-config-key",
+        "space",
+        "distill.temprature: {uniform: ...}",
+        lambda w: (
+            w.space_set("distill.temprature", {"uniform": [1, 2]}),
+            ["space.yaml", "space.distill.temprature", "did you mean distill.temperature"],
+        ),
+    ),
+    Case(
+        "space-empty-choice",
+        "space",
+        "distill.alpha: {choice: []}",
+        lambda w: (
+            w.space_set("distill.alpha", {"choice": []}),
+            ["space.yaml", "space.distill.alpha.choice", "non-empty list"],
+        ),
+    ),
+    Case(
+        "space-low-above-high",
+        "space",
+        "distill.alpha: {uniform: [0.9, 0.1]}",
+        lambda w: (
+            w.space_set("distill.alpha", {"uniform": [0.9, 0.1]}),
+            ["space.yaml", "space.distill.alpha.uniform", "low 0.9 is greater than high 0.1"],
+        ),
+    ),
+    Case(
+        "space-loguniform-zero",
+        "space",
+        "distill.temperature: {loguniform: [0, 8]}",
+        lambda w: (
+            w.space_set("distill.temperature", {"loguniform": [0, 8]}),
+            ["space.yaml", "space.distill.temperature.loguniform", "0 < low"],
+        ),
+    ),
+    Case(
+        "space-unknown-domain",
+        "space",
+        "distill.alpha: {normal: [0, 1]}",
+        lambda w: (
+            w.space_set("distill.alpha", {"normal": [0, 1]}),
+            ["space.yaml", "space.distill.alpha", "unknown domain 'normal'"],
+        ),
+    ),
+    Case(
+        "space-outside-schema",
+        "space",
+        "distill.alpha: {uniform: [0.5, 1.5]}",
+        lambda w: (
+            w.space_set("distill.alpha", {"uniform": [0.5, 1.5]}),
+            ["space.yaml", "space.distill.alpha.uniform: high 1.5", "less than or equal to 1"],
+        ),
+    ),
+    Case(
+        "space-int-key-uniform",
+        "space",
+        "train.batch_size: {uniform: [2, 8]}",
+        lambda w: (
+            w.space_set("train.batch_size", {"uniform": [2, 8]}),
+            ["space.yaml", "space.train.batch_size", "is an integer"],
+        ),
+    ),
+    Case(
+        "space-reserved-key",
+        "space",
+        "train.epochs searched",
+        lambda w: (
+            w.space_set("train.epochs", {"choice": [1, 2]}),
+            ["space.yaml", "train.epochs cannot be searched", "sweep.asha.max_t"],
+        ),
+    ),
+    Case(
+        "space-data-key",
+        "space",
+        "data.num_classes searched",
+        lambda w: (
+            w.space_set("data.num_classes", {"choice": [3, 13]}),
+            ["space.yaml", "data.num_classes cannot be searched"],
+        ),
+    ),
+    Case(
+        "space-bad-choice-value",
+        "space",
+        "teacher.encoder: {choice: [resnet34, resnet999]}",
+        _encoder_in_choice,
+    ),
+    Case("space-empty", "space", "space: {}", _empty_space),
+    Case(
+        "sweep-num-samples-zero",
+        "space",
+        "sweep.num_samples: 0",
+        lambda w: (
+            w.sweep_set(num_samples=0),
+            ["space.yaml", "sweep.num_samples", "greater than or equal to 1"],
+        ),
+    ),
+    Case(
+        "sweep-fewer-samples-than-grid",
+        "space",
+        "sweep.num_samples: 1 with 2 grid points",
+        lambda w: (w.sweep_set(num_samples=1), ["space.yaml", "sweep.num_samples", "2 grid combinations"]),
+    ),
+    Case(
+        "sweep-grace-above-max-t",
+        "space",
+        "sweep.asha.grace_period > max_t",
+        lambda w: (
+            w.sweep_set(asha={"max_t": 2, "grace_period": 5}),
+            ["space.yaml", "sweep.asha.grace_period", "exceeds sweep.asha.max_t"],
+        ),
+    ),
+    Case(
+        "sweep-wrong-type",
+        "space",
+        "sweep.max_concurrent: many",
+        lambda w: (w.sweep_set(max_concurrent="many"), ["space.yaml", "sweep.max_concurrent", "integer"]),
+    ),
+    Case(
+        "sweep-max-failures",
+        "space",
+        "sweep.max_failures: -2",
+        lambda w: (w.sweep_set(max_failures=-2), ["space.yaml", "sweep.max_failures", "-1"]),
+    ),
+    # ---- dataset (found by the scan before Ray starts)
+    Case("data-missing-root", "dataset", "data.root does not exist", _missing_root),
+    Case("data-not-a-dataset", "dataset", "data.root has no CameraRGB/CameraSeg", _not_a_dataset),
+    Case("data-num-classes-too-small", "dataset", "data.num_classes: 3, labels up to 12", _few_classes),
+    Case("data-size-mismatch", "dataset", "a label 64x48, its image 32x32", _size_mismatch),
+    Case("data-unpaired", "dataset", "an image without its label", _unpaired),
+    Case("data-unreadable-png", "dataset", "an image file that is not a PNG", _unreadable_png),
+    Case("data-truncated-png", "dataset", "an image PNG cut in half", _truncated_png),
+    Case("data-empty-split", "dataset", "train/ and val/ folders, val/ empty", _empty_split),
+    Case("data-one-pair", "dataset", "one image/label pair (nothing to split)", _one_pair),
+    # ---- storage
+    Case(
+        "storage-unreachable",
+        "storage",
+        "postgresql://nobody@127.0.0.1:1/x",
+        lambda w: (
+            w.storage("postgresql://nobody@127.0.0.1:1/x"),
+            ["space.yaml", "storage", "cannot open postgresql://nobody@127.0.0.1:1/x"],
+        ),
+    ),
+    Case(
+        "storage-not-a-url",
+        "storage",
+        "storage: optuna.db",
+        lambda w: (w.storage("optuna.db"), ["space.yaml", "storage", "neither an SQLAlchemy URL"]),
+    ),
+    Case(
+        "storage-journal-missing-folder",
+        "storage",
+        "storage: journal:/nonexistent-kdseg/x.log",
+        lambda w: (
+            w.storage("journal:/nonexistent-kdseg/x.log"),
+            ["space.yaml", "storage", "/nonexistent-kdseg", "does not exist"],
+        ),
+    ),
+    Case(
+        "storage-sqlite-missing-folder",
+        "storage",
+        "storage: sqlite:////nonexistent-kdseg/x.db",
+        lambda w: (
+            w.storage("sqlite:////nonexistent-kdseg/x.db"),
+            ["space.yaml", "storage", "/nonexistent-kdseg", "does not exist"],
+        ),
+    ),
+    Case(
+        "storage-study-exists", "storage", "a study named like the sweep exists in the storage", _study_exists
+    ),
+    Case(
+        "storage-new-sqlite-bad-data",
+        "storage",
+        "a new SQLite storage file, then a missing data.root",
+        _new_sqlite_then_bad_data,
+    ),
+    # ---- command line
+    Case(
+        "cli-missing-space-file",
+        "cli",
+        "kdseg-sweep missing.yaml",
+        lambda w: (["sweep", str(w.root / "missing.yaml")], ["missing.yaml", "not found"]),
+    ),
+    Case(
+        "cli-set-without-value",
+        "cli",
+        "--set train.lr",
+        lambda w: (w.sweep("--set", "train.lr"), ["space.yaml", "--set 'train.lr'", "key.path=value"]),
+    ),
+    Case(
+        "cli-set-unknown-key",
+        "cli",
+        "--set foo.bar=1",
+        lambda w: (w.sweep("--set", "foo.bar=1"), ["space.yaml", "--set foo.bar", "unknown key"]),
+    ),
+    Case(
+        "cli-set-wrong-type",
+        "cli",
+        "--set train.batch_size=abc",
+        lambda w: (w.sweep("--set", "train.batch_size=abc"), ["base.yaml", "train.batch_size", "integer"]),
+    ),
+    Case(
+        "cli-bad-name",
+        "cli",
+        "--name a/b",
+        lambda w: (w.sweep()[:-2] + ["--name", "a/b"], ["sweep name 'a/b'", "plain folder name"]),
+    ),
+    Case("cli-sweep-exists", "cli", "--name of an existing sweep, without resume", _sweep_exists),
+    Case("cli-out-not-writable", "cli", "--out is a file", _out_is_a_file),
+    Case(
+        "cli-out-read-only",
+        "cli",
+        "--out /proc/kdseg-runs (not writable, even for root)",
+        lambda w: (w.sweep()[:2] + ["--out", "/proc/kdseg-runs"], ["/proc/kdseg-runs", "cannot write"]),
+    ),
+    Case(
+        "cli-unknown-option",
+        "cli",
+        "kdseg sweep --bogus",
+        lambda w: (w.sweep("--bogus"), ["unrecognized arguments: --bogus"]),
+    ),
+    Case("cli-resume-not-a-sweep", "cli", "kdseg resume on a folder that is no sweep", _resume_not_a_sweep),
+    Case("cli-train-bad-value", "cli", "kdseg train --set train.optimizer=lion", _train_bad_value),
+    Case("cli-train-missing-data", "cli", "kdseg train, data.root missing", _train_missing_data),
+    Case("cli-synth-bad-size", "cli", "kdseg data synth --size 4x4", _synth_bad_size),
+    Case("cli-export-no-sweep", "cli", "kdseg export on a missing folder", _export_no_sweep),
+]
+
+
+@pytest.fixture(scope="module")
+def good_data(tmp_path_factory) -> Path:
+    from kdseg.data import write_synth
+
+    return write_synth(tmp_path_factory.mktemp("bad-input-data") / "scenes", n=6, size=(32, 32), seed=0)
+
+
+@pytest.fixture
+def work(tmp_path, good_data, monkeypatch) -> Work:
+    monkeypatch.chdir(tmp_path)  # a W&B run or any relative output would land here
+    return Work(tmp_path, good_data)
+
+
+def run_cli(argv: list[str]) -> int:
+    from kdseg.cli import main
+
+    try:
+        return main(argv)
+    except SystemExit as e:  # argparse's own errors
+        return int(e.code)
+
+
+def snapshot(root: Path) -> dict[str, int]:
+    return {str(p.relative_to(root)): p.stat().st_mtime_ns for p in root.rglob("*") if p.is_file()} | {
+        str(p.relative_to(root)) + "/": 0 for p in root.rglob("*") if p.is_dir()
+    }
+
+
+def study_names(url: str) -> list[str]:
+    import optuna
+
+    return sorted(s.study_name for s in optuna.get_all_study_summaries(url, include_best_trial=False))
+
+
+def test_table_is_large_and_distinct():
+    assert len(CASES) >= 30
+    assert len({c.id for c in CASES}) == len(CASES) and len({c.input for c in CASES}) == len(CASES)
+    assert {c.area for c in CASES} == {"config", "space", "dataset", "storage", "cli"}
+
+
+def test_the_workspace_itself_is_valid(work):
+    """The unbroken workspace passes every check the cases rely on (so each case fails for its own defect)."""
+    from kdseg.data import load_data
+    from kdseg.sweep import plan_sweep
+
+    work.write()
+    plan = plan_sweep(work.space, out_root=work.out, name="s1")
+    data = load_data(plan.spec.base_config.data)
+    assert len(data.train.names) + len(data.val.names) == 6
+    assert not work.out.exists()
+
+
+@pytest.mark.parametrize("case", CASES, ids=[c.id for c in CASES])
+def test_bad_input(case: Case, work: Work, capsys):
+    argv, expected = case.setup(work)
+    capsys.readouterr()
+    before = snapshot(work.root)
+    studies = {p: study_names(f"sqlite:///{p}") for p in work.root.glob("*.db")}
+    started = time.perf_counter()
+    rc = run_cli(argv)
+    took = time.perf_counter() - started
+    err = capsys.readouterr().err
+    assert rc == 2, err
+    for text in expected:
+        assert text in err, f"{text!r} not in {err!r}"
+    assert "Traceback" not in err
+    # nothing written: no sweep folder, no Optuna file or study, no W&B run, nothing else
+    assert snapshot(work.root) == before
+    for path, names in studies.items():
+        assert study_names(f"sqlite:///{path}") == names
+    assert took < 20, f"took {took:.1f}s: bad input must be refused fast"
