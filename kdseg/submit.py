@@ -97,6 +97,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     ".azure/",
     ".gcloud/",
     ".config/gcloud/",
+    ".config/wandb/",
     ".ssh/",
     ".gnupg/",
     ".docker/",
@@ -282,12 +283,23 @@ def _inside(path: Path, root: Path, what: str) -> str:
         ) from None
 
 
+# Environment variables that hold credentials. A job's runtime_env is kept in the job's record on the
+# cluster (the dashboard and `ray job list` show it), so these never go into a payload.
+_SECRET_ENV = re.compile(r"API_?KEY|(^|_)KEY$|TOKEN|SECRET|PASSW(OR)?D|CREDENTIAL|NETRC", re.IGNORECASE)
+
+
 def _env_vars(items: Sequence[str]) -> dict[str, str]:
     env: dict[str, str] = {}
     for item in items:
         key, sep, value = item.partition("=")
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", key):
             raise ConfigError(f"--env {item!r}: expected NAME=VALUE or NAME (copied from this environment)")
+        if _SECRET_ENV.search(key):
+            raise ConfigError(
+                f"--env {key}: looks like a credential, and a job's environment is stored in its record on "
+                f"the cluster (shown by the dashboard and `ray job list`); give the cluster's nodes {key} "
+                f"themselves (their environment, a Kubernetes secret, or `wandb login` there for W&B)"
+            )
         if not sep:
             if key not in os.environ:
                 raise ConfigError(f"--env {key}: not set in this environment")
