@@ -62,8 +62,12 @@ def cmd_train(args: argparse.Namespace) -> int:
     require_writable(out, "run")
 
     from kdseg.data import load_data
+    from kdseg.errors import DatasetError
 
-    data = load_data(cfg.data, progress=True)
+    try:
+        data = load_data(cfg.data, progress=True)
+    except DatasetError as e:  # name the config the dataset came from too
+        raise DatasetError(f"{args.config}: data: {e}") from None
     from rich.console import Console
 
     console = Console(stderr=True)

@@ -90,6 +90,17 @@ def plan_sweep(
     )
 
 
+def _load_data(cfg, source):
+    """Decode the sweep's dataset once; a dataset problem names the config it came from too."""
+    from kdseg.data import load_data
+    from kdseg.errors import DatasetError
+
+    try:
+        return load_data(cfg, progress=True)
+    except DatasetError as e:
+        raise DatasetError(f"{source}: data: {e}") from None
+
+
 def _check_name(name: str) -> None:
     if not name or any(c in name for c in "/\\") or name in (".", ".."):
         raise ConfigError(f"sweep name {name!r}: must be a plain folder name")
@@ -235,11 +246,10 @@ def _tuner(plan: SweepPlan, data, restore: bool):
 
 def run_sweep(plan: SweepPlan) -> SweepResult:
     """Run a planned sweep to the end and write its leaderboard and best config."""
-    from kdseg.data import load_data
     from kdseg.space import spec_to_dict
 
     started = time.perf_counter()
-    data = load_data(plan.spec.base_config.data, progress=True)  # dataset errors before Ray starts
+    data = _load_data(plan.spec.base_config.data, plan.spec.base)  # dataset errors before Ray starts
     created = [p for p in (plan.sweep_dir, *plan.sweep_dir.parents) if not p.exists()]
     plan.sweep_dir.mkdir(parents=True, exist_ok=True)
     try:
@@ -267,7 +277,6 @@ def resume_sweep(
     """Continue an interrupted sweep from its folder (same storage, same study)."""
     from ray import tune
 
-    from kdseg.data import load_data
     from kdseg.space import load_resolved
 
     sweep_dir = Path(sweep_dir).resolve()
@@ -288,7 +297,7 @@ def resume_sweep(
         resume=True,
     )
     started = time.perf_counter()
-    data = load_data(spec.base_config.data, progress=True)
+    data = _load_data(spec.base_config.data, spec_file)
     _init_ray(address, verbose)
     tuner, _ = _tuner(plan, data, restore=True)
     results = tuner.fit()

@@ -600,6 +600,8 @@ def test_bad_input(case: Case, work: Work, capsys):
     for text in expected:
         assert text in err, f"{text!r} not in {err!r}"
     assert "Traceback" not in err
+    if case.area == "dataset":  # the config the dataset came from is named too
+        assert "base.yaml: data: " in err
     # nothing written: no sweep folder, no Optuna file or study, no W&B run, nothing else
     assert snapshot(work.root) == before
     for path, names in studies.items():
