@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -129,13 +130,14 @@ def test_resume_after_sigkill(tmp_path, synth_dir):
         text=True,
         start_new_session=True,
     )
-    # wait until at least one trial has finished, then kill the driver mid-sweep
+    # wait until a trial has finished all its epochs and another has started, then kill the driver
     deadline = time.time() + 300
-    finished = []
+    finished: dict[str, float] = {}
     while time.time() < deadline and proc.poll() is None:
-        finished = [p for p in (sweep_dir / "tune").glob("*/run/metrics.jsonl")] if sweep_dir.exists() else []
-        done = [p for p in finished if len(p.read_text().splitlines()) >= 1]
-        if len(done) >= 2:
+        runs = list((sweep_dir / "tune").glob("*/run/metrics.jsonl")) if sweep_dir.exists() else []
+        epochs = {p.parent.parent.name: p.read_text().splitlines() for p in runs}
+        finished = {t: json.loads(lines[-1])["val_miou"] for t, lines in epochs.items() if len(lines) >= 3}
+        if finished and len(epochs) >= 2:
             break
         time.sleep(0.5)
     assert proc.poll() is None, "the sweep ended before it could be killed: " + (proc.stdout.read() or "")
@@ -145,7 +147,11 @@ def test_resume_after_sigkill(tmp_path, synth_dir):
 
     out = kdseg("resume", str(sweep_dir))
     assert out.returncode == 0, out.stdout + out.stderr
-    check_consistent(sweep_dir, "killed", 6)
+    # no trial lost or counted twice (leaderboard = Ray trials = Optuna trials), none left RUNNING
+    rows = {r["trial_id"]: r for r in check_consistent(sweep_dir, "killed", 6)}
+    for trial_id, val_miou in finished.items():  # a trial that had finished keeps its result
+        assert rows[trial_id]["status"] == "completed"
+        assert rows[trial_id]["val_miou"] == pytest.approx(val_miou, abs=1e-6)
 
 
 def test_bad_space_is_refused_before_ray_starts(tmp_path, synth_dir):
