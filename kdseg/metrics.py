@@ -10,8 +10,8 @@ per_image_miou``, the number many papers and Kaggle kernels report): for each im
 matrix over its labelled pixels (``ignore_index`` excluded), IoU = TP / (TP + FP + FN) for each class
 present in that image's label or prediction (union > 0), the mean over those classes; then the mean
 over the images that have at least one labelled pixel. It weighs every image equally, so small
-objects in one image count as much as a whole road in another, and it is usually higher than the
-dataset-level number on the same predictions.
+objects in one image count as much as a whole road in another, and it can differ noticeably from the
+dataset-level number on the same predictions (in either direction).
 
 Typical use::
 
