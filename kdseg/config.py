@@ -212,6 +212,9 @@ class TrainConfig(Strict):
         description="what val_miou reports (and sweeps rank by): dataset-level mIoU or the mean of "
         "per-image mIoUs; both are logged",
     )
+    channels_last: bool = Field(
+        False, description="NHWC memory format for models and batches (faster convolutions on recent GPUs)"
+    )
 
 
 class WandbConfig(Strict):

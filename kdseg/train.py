@@ -230,6 +230,10 @@ def train_kd(
 
     class_weights = class_weights_for(data, cfg.data.class_weights)  # counted once, kept on data
     m = _Models(cfg, data.num_classes, data.ignore_index, class_weights=class_weights)
+    if t.channels_last:  # NHWC weights; _train_step converts each batch to match
+        for model in (m.student, m.teacher):
+            if model is not None:
+                model.to(memory_format=torch.channels_last)
     train_loader, val_loader = make_loaders(data, cfg.data, t.batch_size, t.num_workers, t.seed)
     steps_per_epoch = len(train_loader)
     if t.max_steps_per_epoch:
@@ -368,7 +372,8 @@ def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt
     obj = objective
     sites = m.feature_sites
     t_logits = t_feats = None
-    out: dict[str, float] = {}
+    if t.channels_last:
+        x = x.contiguous(memory_format=torch.channels_last)
     with accelerator.autocast():
         if teacher is not None:
             t_grad = m.teacher_trains and phase.update_teacher
@@ -380,15 +385,17 @@ def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt
             s_logits = student(x)
         s_feats = {s: m.s_taps.features[s] for s in sites}
 
-        loss = None
-        if s_grad:
-            loss_s, parts_s = obj.student_loss(s_logits, s_feats, t_logits, t_feats, y, phase)
-            out.update(parts_s)
-            loss = loss_s
-        if teacher is not None and m.teacher_trains and phase.update_teacher:
-            loss_t, parts_t = obj.teacher_loss(t_logits, y, s_logits)
-            out.update({f"teacher_{k}": v for k, v in parts_t.items()})
-            loss = loss_t if loss is None else loss + loss_t
+        # both losses at once: each log_softmax(logits / T) computed once, one host sync for the parts
+        loss, out = obj.step_loss(
+            s_logits,
+            s_feats,
+            t_logits,
+            t_feats,
+            y,
+            phase,
+            student_learns=s_grad,
+            teacher_learns=teacher is not None and m.teacher_trains and phase.update_teacher,
+        )
     if loss is None:
         return out
     if not torch.isfinite(loss.detach()):

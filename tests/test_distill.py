@@ -502,3 +502,30 @@ def test_teacher_entropy_lowers_loss_for_high_entropy_outputs() -> None:
     assert parts["entropy"] == pytest.approx(math.log(NUM_CLASSES), rel=1e-3)
     assert l1.item() == pytest.approx(l0.item() - 0.5 * parts["entropy"], rel=1e-5)
     assert l1.item() < l0.item()
+
+
+@pytest.mark.parametrize("mode, beta", [("online", 0.0), ("online", 0.3), ("mutual", 0.0), ("mutual", 0.3)])
+def test_step_loss_equals_student_plus_teacher_loss(mode, beta) -> None:
+    """step_loss shares each log_softmax(logits / T) between terms: same losses, same gradients."""
+    torch.manual_seed(0)
+    s0 = torch.randn(2, NUM_CLASSES, 8, 8)
+    t0 = torch.randn(2, NUM_CLASSES, 8, 8)
+    y = torch.randint(0, NUM_CLASSES, (2, 8, 8))
+    obj = KDObjective(
+        DistillConfig(mode=mode, alpha=0.4, temperature=3.0, teacher_entropy=beta), NUM_CLASSES, 255
+    )
+
+    s, t = s0.clone().requires_grad_(), t0.clone().requires_grad_()
+    l_s, p_s = obj.student_loss(s, None, t, None, y)
+    l_t, p_t = obj.teacher_loss(t, y, s)
+    (l_s + l_t).backward()
+
+    s2, t2 = s0.clone().requires_grad_(), t0.clone().requires_grad_()
+    loss, parts = obj.step_loss(s2, None, t2, None, y, student_learns=True, teacher_learns=True)
+    loss.backward()
+    assert torch.equal(loss.detach(), (l_s + l_t).detach())
+    assert parts == {**p_s, **{f"teacher_{k}": v for k, v in p_t.items()}}
+    # the same gradients; where two terms share one log_softmax (mutual KL + entropy) their
+    # gradients meet before its backward instead of after, so only the last bits may differ
+    torch.testing.assert_close(s2.grad, s.grad, rtol=1e-6, atol=1e-9)
+    torch.testing.assert_close(t2.grad, t.grad, rtol=1e-6, atol=1e-9)

@@ -187,3 +187,10 @@ def test_nan_loss_raises_diverged(synth_dir, data):
     cfg = validate_config(tiny_config(synth_dir, train={"lr": 1e30, "max_steps_per_epoch": 8, "epochs": 3}))
     with pytest.raises(Diverged):
         train_kd(cfg, data)
+
+
+def test_channels_last_gives_the_same_first_step(synth_dir, data):
+    """train.channels_last changes the memory layout only: same weights, same first loss."""
+    nhwc = one_step(synth_dir, data, train={"channels_last": True})
+    nchw = one_step(synth_dir, data)
+    assert nhwc["train_loss"] == pytest.approx(nchw["train_loss"], rel=1e-4)

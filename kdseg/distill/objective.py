@@ -43,11 +43,11 @@ from torch import Tensor, nn
 
 from kdseg.config import DistillConfig
 from kdseg.distill.adapters import FEATURE_SITES, FeatureAdapters, Shapes
-from kdseg.distill.entropy import softmax_entropy
+from kdseg.distill.entropy import entropy_from_log_probs, softmax_entropy
 from kdseg.distill.features import get_feature_loss
 from kdseg.distill.hard import hard_loss
 from kdseg.distill.schedule import Phase
-from kdseg.distill.soft import soft_kl
+from kdseg.distill.soft import kl_from_log_probs, log_probs, soft_kl
 
 Features = Mapping[str, Sequence[Tensor] | Tensor]
 
@@ -71,6 +71,40 @@ def _floats(parts: dict[str, Tensor | float]) -> dict[str, float]:
     device = next((t.device for t in tensors if t.device.type != "cpu"), torch.device("cpu"))
     values = torch.stack([t.to(device) for t in tensors]).tolist()
     return dict(zip(keys, values, strict=True))
+
+
+class _SoftTerms:
+    """One batch's ``log_softmax(logits / T)`` (and its ``exp``) per network, each computed once.
+
+    The student's KL, the teacher's mutual KL and the teacher's entropy all need the same
+    temperature-softened distributions; :meth:`KDObjective.step_loss` shares them through this.
+    ``teacher_grad``: the teacher's are kept differentiable (its own loss uses them); the student's
+    KL then reads them detached, which gives the same values and gradients as computing them again.
+    """
+
+    def __init__(self, s_logits: Tensor, t_logits: Tensor | None, temperature: float, teacher_grad: bool):
+        self.s_logits, self.t_logits = s_logits, t_logits
+        self.temperature = temperature
+        self.teacher_grad = teacher_grad
+        self._s: tuple[Tensor, Tensor] | None = None
+        self._t: tuple[Tensor, Tensor] | None = None
+
+    def student(self) -> tuple[Tensor, Tensor]:
+        if self._s is None:
+            lp = log_probs(self.s_logits, self.temperature)
+            self._s = (lp, lp.exp())
+        return self._s
+
+    def teacher(self) -> tuple[Tensor, Tensor]:
+        if self._t is None:
+            assert self.t_logits is not None
+            t = self.t_logits if self.teacher_grad else self.t_logits.detach()
+            lp = log_probs(t, self.temperature)
+            self._t = (lp, lp.exp())
+        return self._t
+
+    def same_size(self) -> bool:
+        return self.t_logits is not None and self.s_logits.shape == self.t_logits.shape
 
 
 class KDObjective(nn.Module):
@@ -166,6 +200,19 @@ class KDObjective(nn.Module):
         ``phase`` defaults to the combined phase (``alternation: none``). ``t_logits`` / ``t_feats``
         may be None with ``mode: none`` or when the phase has no distillation term.
         """
+        loss, parts = self._student_loss(s_logits, s_feats, t_logits, t_feats, target, phase, None)
+        return loss, _floats(parts)
+
+    def _student_loss(
+        self,
+        s_logits: Tensor,
+        s_feats: Features | None,
+        t_logits: Tensor | None,
+        t_feats: Features | None,
+        target: Tensor,
+        phase: Phase | None,
+        soft_terms: _SoftTerms | None,
+    ) -> tuple[Tensor, dict[str, Tensor]]:
         phase = phase or FULL_PHASE
         zero = s_logits.float().sum() * 0.0 + 0.0  # differentiable +0.0 on the right device
         hard_on = phase.student_hard or not self.uses_teacher
@@ -185,12 +232,17 @@ class KDObjective(nn.Module):
             if self.distills_logits:
                 if t_logits is None:
                     raise ValueError("student_loss: teacher logits are needed to distil at site 'logits'")
-                soft = soft_kl(s_logits, t_logits.detach(), self.temperature)
+                if soft_terms is not None and soft_terms.same_size():
+                    log_p, p = soft_terms.teacher()
+                    log_q, _ = soft_terms.student()
+                    soft = kl_from_log_probs(log_p.detach(), log_q, self.temperature, p.detach())
+                else:
+                    soft = soft_kl(s_logits, t_logits.detach(), self.temperature)
                 total = total + self.alpha * soft
             if self.feature_sites:
                 feat = self._features(s_feats, t_feats)
                 total = total + self.feature_weight * feat
-        return total, _floats({"hard": hard, "soft": soft, "feature": feat, "total": total})
+        return total, {"hard": hard, "soft": soft, "feature": feat, "total": total}
 
     def teacher_loss(
         self,
@@ -199,6 +251,13 @@ class KDObjective(nn.Module):
         s_logits: Tensor | None = None,
     ) -> tuple[Tensor, dict[str, float]]:
         """The teacher's loss: CE (+ alpha * KL to the detached student if mutual) - beta * entropy."""
+        loss, parts = self._teacher_loss(t_logits, target, s_logits, None)
+        return loss, _floats(parts)
+
+    def _teacher_loss(
+        self, t_logits: Tensor, target: Tensor, s_logits: Tensor | None, soft_terms: _SoftTerms | None
+    ) -> tuple[Tensor, dict[str, Tensor]]:
+        shared = soft_terms is not None and soft_terms.same_size()
         zero = t_logits.float().sum() * 0.0 + 0.0
         hard = self._ce(t_logits, target)
         total = hard
@@ -206,12 +265,54 @@ class KDObjective(nn.Module):
         if self.mode == "mutual":
             if s_logits is None:
                 raise ValueError("teacher_loss: mode 'mutual' needs the student's logits (s_logits)")
-            soft = soft_kl(t_logits, s_logits.detach(), self.temperature)
+            if shared:
+                log_p, p = soft_terms.student()
+                log_q, _ = soft_terms.teacher()
+                soft = kl_from_log_probs(log_p.detach(), log_q, self.temperature, p.detach())
+            else:
+                soft = soft_kl(t_logits, s_logits.detach(), self.temperature)
             total = total + self.alpha * soft
         if self.teacher_entropy > 0.0:
-            entropy = softmax_entropy(t_logits, self.temperature)
+            if shared:
+                entropy = entropy_from_log_probs(*soft_terms.teacher())
+            else:
+                entropy = softmax_entropy(t_logits, self.temperature)
             total = total - self.teacher_entropy * entropy
-        return total, _floats({"hard": hard, "soft": soft, "entropy": entropy, "total": total})
+        return total, {"hard": hard, "soft": soft, "entropy": entropy, "total": total}
+
+    def step_loss(
+        self,
+        s_logits: Tensor,
+        s_feats: Features | None,
+        t_logits: Tensor | None,
+        t_feats: Features | None,
+        target: Tensor,
+        phase: Phase | None = None,
+        *,
+        student_learns: bool = True,
+        teacher_learns: bool = False,
+    ) -> tuple[Tensor | None, dict[str, float]]:
+        """Both losses of one training step, summed: what ``student_loss`` + ``teacher_loss`` give.
+
+        Each network's ``log_softmax(logits / T)`` is computed once and shared by the student's KL,
+        the teacher's mutual KL and its entropy term, and all parts reach the host in one sync.
+        Returns ``(loss, parts)``: ``loss`` is None when neither network learns; ``parts`` holds the
+        student's parts and the teacher's prefixed ``teacher_``.
+        """
+        phase = phase or FULL_PHASE
+        teacher_learns = teacher_learns and t_logits is not None
+        teacher_needs_soft = teacher_learns and (self.mode == "mutual" or self.teacher_entropy > 0.0)
+        terms = _SoftTerms(s_logits, t_logits, self.temperature, teacher_grad=teacher_needs_soft)
+        loss = None
+        parts: dict[str, Tensor] = {}
+        if student_learns:
+            loss, parts = self._student_loss(s_logits, s_feats, t_logits, t_feats, target, phase, terms)
+        if teacher_learns:
+            assert t_logits is not None
+            loss_t, parts_t = self._teacher_loss(t_logits, target, s_logits, terms)
+            parts.update({f"teacher_{k}": v for k, v in parts_t.items()})
+            loss = loss_t if loss is None else loss + loss_t
+        return loss, (_floats(parts) if parts else {})
 
     def extra_repr(self) -> str:
         return (
