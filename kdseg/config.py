@@ -216,6 +216,12 @@ class TrainConfig(Strict):
         False, description="NHWC memory format for models and batches (faster convolutions on recent GPUs)"
     )
 
+    @field_validator("amp", mode="before")
+    @classmethod
+    def _amp_off(cls, v: Any) -> Any:
+        # YAML 1.1 reads a bare `off` (in a file or in --set train.amp=off) as the boolean false.
+        return "off" if v is False else v
+
 
 class WandbConfig(Strict):
     project: str = "kdseg"
