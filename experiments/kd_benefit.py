@@ -60,6 +60,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("config")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--out", default="runs/kd_benefit")
+    p.add_argument(
+        "--arms", nargs="+", choices=list(ARMS), default=list(ARMS), help="arms to run (default: both)"
+    )
     p.add_argument("--set", dest="overrides", nargs="*", default=[], metavar="KEY=VALUE")
     args = p.parse_args(argv)
 
@@ -69,9 +72,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path(args.out)
     base = load_config(args.config, args.overrides)
     data = load_data(base.data, progress=True)
-    results: dict[str, list[dict]] = {arm: [] for arm in ARMS}
+    results: dict[str, list[dict]] = {arm: [] for arm in args.arms}
     for seed in args.seeds:
-        for arm in ARMS:
+        for arm in args.arms:
             m = run_arm(args.config, args.overrides, arm, seed, out, data)
             results[arm].append(
                 {
@@ -90,8 +93,9 @@ def main(argv: list[str] | None = None) -> int:
         std = statistics.stdev(vals) if len(vals) > 1 else 0.0
         summary[arm] = {"mean": mean, "std": std, "runs": rows}
         print(f"{arm:<8}{len(vals):>6}{mean:>16.4f}{std:>9.4f}   " + " ".join(f"{v:.4f}" for v in vals))
-    delta = summary["kd"]["mean"] - summary["alone"]["mean"]
-    print(f"KD - alone: {delta:+.4f} mIoU")
+    delta = summary["kd"]["mean"] - summary["alone"]["mean"] if len(summary) == len(ARMS) else None
+    if delta is not None:
+        print(f"KD - alone: {delta:+.4f} mIoU")
     record = {
         "config": args.config,
         "overrides": args.overrides,
@@ -103,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     (out / "results.json").write_text(json.dumps(record, indent=2))
     print(
         json.dumps(
-            {k: record[k] for k in ("config", "seeds", "delta")} | {a: summary[a]["mean"] for a in ARMS}
+            {k: record[k] for k in ("config", "seeds", "delta")} | {a: summary[a]["mean"] for a in args.arms}
         )
     )
     return 0
