@@ -15,8 +15,8 @@ trial reported last (what the leaderboard ranks). Target: ASHA's best within 0.0
 with at most 40% of FIFO's compute. The models are tiny (lightweight UNets x0.5 teacher / x0.25
 student) on tiny generated scenes so that the whole benchmark runs on 2 CPU cores in a few minutes.
 
-    python benchmarks/asha_vs_fifo.py [--max-t 9] [--grace 1] [--rf 3] [--lrs 1e-4,1e-3,1e-2]
-        [--alphas 0.2,0.5,0.8] [--concurrency 2] [--size 32x32] [--n 48] [--out DIR]
+    python benchmarks/asha_vs_fifo.py [--max-t 9] [--grace 1] [--rf 3] [--lrs 3e-4,1e-3,3e-3,1e-2]
+        [--alphas 0.2,0.5,0.8] [--concurrency 2] [--size 32x32] [--n 96] [--out DIR]
 
 Prints a table per arm, a comparison, the machine and its load, and one JSON line
 ``{"benchmark": "asha_vs_fifo", ...}``.
@@ -153,7 +153,7 @@ def main() -> None:
     p.add_argument("--alphas", type=_floats, default=[0.2, 0.5, 0.8], help="grid of distill.alpha")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--size", type=parse_size, default=(32, 32))
-    p.add_argument("--n", type=int, default=48, help="generated images (80/20 train/val)")
+    p.add_argument("--n", type=int, default=96, help="generated images (80/20 train/val)")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--out", type=Path, default=None, help="keep data and both sweep folders here")
     args = p.parse_args()

@@ -5,6 +5,12 @@ Same models (UNet-ResNet34 teacher, UNet-ResNet18 student), same batch, same los
 alternating rounds in one process so that machine noise hits both alike. Prints a table and one
 JSON line; the target is ratio <= 1.05.
 
+A second table times the distillation objective alone (forward + backward on random logits of the
+same size) in the case where terms share a softmax: mutual mode with the teacher-entropy term.
+``separate`` calls ``student_loss`` then ``teacher_loss`` (each computes its own
+``log_softmax(logits / T)``: 5 per batch, two host syncs), ``step_loss`` is what ``train_kd`` calls
+(one per network: 2 per batch, one sync).
+
     python benchmarks/kd_step.py [--size 128x128] [--batch 8] [--steps 10] [--rounds 3] [--device cpu]
         [--channels-last]
 """
@@ -36,6 +42,42 @@ def hand_written(teacher, student, opt_t, opt_s, x, y, T: float, alpha: float):
     opt_t.step()
     opt_s.step()
     return loss_s.item()
+
+
+def time_objective(args, h: int, w: int) -> dict[str, float]:
+    """Median ms of the mutual + entropy objective, forward + backward: separate calls vs step_loss."""
+    from kdseg.config import DistillConfig
+    from kdseg.distill import KDObjective
+
+    obj = KDObjective(DistillConfig(mode="mutual", temperature=4.0, alpha=0.5, teacher_entropy=0.1), 13, 255)
+    torch.manual_seed(0)
+    s0 = torch.randn(args.batch, 13, h, w, device=args.device)
+    t0 = torch.randn(args.batch, 13, h, w, device=args.device)
+    y = torch.randint(0, 13, (args.batch, h, w), device=args.device)
+
+    def separate():
+        s, t = s0.clone().requires_grad_(), t0.clone().requires_grad_()
+        ls, _ = obj.student_loss(s, None, t, None, y)
+        lt, _ = obj.teacher_loss(t, y, s)
+        (ls + lt).backward()
+
+    def shared():
+        s, t = s0.clone().requires_grad_(), t0.clone().requires_grad_()
+        loss, _ = obj.step_loss(s, None, t, None, y, student_learns=True, teacher_learns=True)
+        loss.backward()
+
+    out: dict[str, list[float]] = {"separate": [], "step_loss": []}
+    for fn in (separate, shared):
+        fn()
+    for _ in range(args.rounds):
+        for name, fn in (("separate", separate), ("step_loss", shared)):
+            sync(args.device)
+            t = time.perf_counter()
+            for _ in range(args.steps):
+                fn()
+            sync(args.device)
+            out[name].append((time.perf_counter() - t) / args.steps * 1e3)
+    return {k: statistics.median(v) for k, v in out.items()}
 
 
 def sync(device: str) -> None:
@@ -132,6 +174,13 @@ def main() -> None:
     print(
         f"ratio kdseg / hand-written: {ratio:.3f} (target <= 1.05: {'met' if ratio <= 1.05 else 'NOT met'})"
     )
+    obj_ms = time_objective(args, h, w)
+    print(
+        f"\nobjective alone, mutual + teacher entropy, forward + backward on [{args.batch}, 13, {h}, {w}] logits"
+    )
+    print(f"{'objective':<28}{'ms (median)':>12}")
+    print(f"{'student_loss + teacher_loss':<28}{obj_ms['separate']:>12.2f}")
+    print(f"{'step_loss (shared softmax)':<28}{obj_ms['step_loss']:>12.2f}")
     emit(
         {
             "benchmark": "kd_step",
@@ -147,6 +196,7 @@ def main() -> None:
             "target": 1.05,
             "target_met": ratio <= 1.05,
             "rounds_ms": {n: [v * 1e3 for v in t] for n, t in times.items()},
+            "objective_mutual_entropy_ms": obj_ms,
         }
     )
 

@@ -1,0 +1,123 @@
+"""Each benchmark runs with one command and ends with its table and one parseable JSON line.
+
+Smallest settings only (the two that start Ray are marked slow): these check that the commands in the README and docs/performance.md work and
+print what a reader relies on (the machine and its load, the figures, the targets), not the figures.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
+
+
+def run_bench(name: str, *args: str, timeout: float = 300) -> tuple[str, dict]:
+    # one thread: on a busy 2-core machine two OpenMP threads spin-wait for each other (docs/performance.md)
+    env = {**os.environ, "WANDB_MODE": "disabled", "PYTHONWARNINGS": "ignore", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(
+        [sys.executable, str(BENCH / f"{name}.py"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+        cwd=BENCH.parent,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.strip()]
+    report = json.loads(lines[-1])  # the last line is the JSON line
+    assert report["benchmark"] == name
+    machine = report["machine"]
+    for key in ("cpu_model", "cpu_count", "torch", "loadavg"):
+        assert key in machine, key
+    assert proc.stdout.splitlines()[0].startswith("machine: ")
+    return proc.stdout, report
+
+
+def has_table(out: str) -> bool:
+    return any(set(ln.strip()) <= {"-", " "} and "--" in ln for ln in out.splitlines())
+
+
+def test_data_benchmark_compares_loader_with_step(tmp_path):
+    out, r = run_bench(
+        "data",
+        *("--size", "32x32", "--batch", "2", "--n", "10", "--workers", "0,1", "--steps", "2"),
+        *("--loader-epochs", "1", "--teacher", "resnet18", "--device", "cpu", "--out", str(tmp_path)),
+    )
+    assert has_table(out) and "wait fraction" in out
+    s = r["summary"]
+    assert s["step_images_per_s"] > 0 and set(s["loader_images_per_s"]) == {"0", "1"}
+    assert 0.0 <= s["wait_fraction"]["1"] <= 1.0 and isinstance(s["target_met"], bool)
+
+
+@pytest.mark.slow  # Ray start + a trial-like actor: about 20 s on a quiet 2-core machine
+def test_shared_data_memory_benchmark(tmp_path):
+    out, r = run_bench(
+        "shared_data_memory",
+        "--n",
+        "4",
+        "--size",
+        "32x32",
+        "--workers",
+        "1",
+        "--no-private",
+        "--out",
+        str(tmp_path),
+    )
+    assert has_table(out)
+    row = r["result"]["configs"][0]
+    assert row["mode"] == "shared" and row["zero_copy"] is True and row["checksums_agree"] is True
+    assert "total_data_mb_shared_1" in r["summary"] and "ray" in r["machine"]
+
+
+@pytest.mark.slow  # two (one-trial) sweeps
+def test_asha_vs_fifo_benchmark_runs_both_arms_on_the_same_configs(tmp_path):
+    out, r = run_bench(
+        "asha_vs_fifo",
+        *("--max-t", "2", "--grace", "1", "--rf", "2", "--lrs", "1e-3", "--alphas", "0.5"),
+        *("--concurrency", "1", "--size", "32x32", "--n", "10", "--out", str(tmp_path)),
+    )
+    assert has_table(out)
+    asha, fifo = r["asha"], r["fifo"]
+    assert [(t["lr"], t["alpha"]) for t in asha["trials"]] == [(t["lr"], t["alpha"]) for t in fifo["trials"]]
+    assert fifo["epochs_total"] == 2 and all(t["epochs"] == 2 for t in fifo["trials"])
+    s = r["summary"]
+    for key in ("compute_fraction_epochs", "best_gap", "compute_target_met", "best_target_met"):
+        assert key in s
+
+
+def test_gpu_benchmark_skips_without_cuda_and_runs_on_cpu():
+    import torch
+
+    if not torch.cuda.is_available():
+        out, r = run_bench("gpu")
+        assert "no CUDA device" in out and r["skipped"] == "no CUDA device"
+    out, r = run_bench(
+        "gpu",
+        *("--device", "cpu", "--size", "32x32", "--batch", "2", "--steps", "1", "--warmup", "0"),
+        *("--teacher", "resnet18", "--variants", "fp32,bf16+cl", "--fractional", "1"),
+    )
+    assert has_table(out) and "skipped" not in r
+    assert [v["variant"] for v in r["variants"]] == ["fp32", "bf16+cl"]
+    assert all(v["images_per_s"] > 0 for v in r["variants"])
+    assert r["fractional"][0]["trials"] == 1 and r["fractional"][0]["aggregate_images_per_s"] > 0
+
+
+def test_cli_startup_benchmark_times_every_help():
+    out, r = run_bench("cli_startup", "--repeat", "1", "--top", "3")
+    assert has_table(out)
+    assert {c["command"] for c in r["commands"]} >= {"kdseg --help", "kdseg sweep --help"}
+    assert r["heavy_imported"] == []  # what `kdseg --help` answering fast relies on
+
+
+@pytest.mark.parametrize(
+    "name", ["kd_step", "sweep_packing", "shared_data_memory", "asha_vs_fifo", "gpu", "data", "cli_startup"]
+)
+def test_every_benchmark_has_its_command_in_the_readme_and_performance_doc(name):
+    for doc in (BENCH.parent / "README.md", BENCH.parent / "docs" / "performance.md"):
+        assert f"python benchmarks/{name}.py" in doc.read_text(), doc
