@@ -1,9 +1,12 @@
 """ASHA against running every trial to max_t: compute used and best val_miou, same space, same seed.
 
 Two real kdseg sweeps (``kdseg.sweep.plan_sweep`` + ``run_sweep``, one Ray session) over the SAME
-trial configs: the space is a grid (``train.lr`` x ``distill.alpha``, ``num_samples`` = grid size),
-and kdseg runs every grid point first, in a fixed order, so both arms see exactly the same configs
-(and, training being a function of (config, seed, epoch), the same learning curves).
+trial configs: the space is one grouped grid key whose points are ``train.lr`` x ``distill.alpha`` in
+an order shuffled with ``--order-seed`` (``num_samples`` = grid size), and kdseg runs every grid point
+first, in that order, so both arms see exactly the same configs in the same order (and, training being
+a function of (config, seed, epoch), the same learning curves). The order is shuffled because a grid
+listed from the worst to the best setting (ascending lr here) is ASHA's worst case: every new trial
+beats the rung cut-off set by the ones before it, and nothing is stopped.
 
 - ``asha``: ``sweep.asha`` = ``{max_t, grace_period, reduction_factor}`` from the command line.
 - ``fifo``: the same, with ``grace_period = max_t``: ASHA's only rung is the last epoch, so no trial
@@ -16,7 +19,10 @@ with at most 40% of FIFO's compute. The models are tiny (lightweight UNets x0.5 
 student) on tiny generated scenes so that the whole benchmark runs on 2 CPU cores in a few minutes.
 
     python benchmarks/asha_vs_fifo.py [--max-t 9] [--grace 1] [--rf 3] [--lrs 3e-4,1e-3,3e-3,1e-2]
-        [--alphas 0.2,0.5,0.8] [--concurrency 2] [--size 32x32] [--n 96] [--out DIR]
+        [--alphas 0.2,0.5,0.8] [--order-seed 0] [--concurrency 2] [--size 32x32] [--n 96] [--out DIR]
+
+Then ASHA's rung logic (Ray's own) is replayed on the FIFO arm's learning curves for
+``--replay-orders`` other orders of the same configs: how typical the one measured order is.
 
 Prints a table per arm, a comparison, the machine and its load, and one JSON line
 ``{"benchmark": "asha_vs_fifo", ...}``.
@@ -58,10 +64,12 @@ def write_space(folder: Path, root: Path, args, grace: int, name: str) -> Path:
         "tracking": {"wandb": {"mode": "disabled"}},
     }
     (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    n = len(args.lrs) * len(args.alphas)
+    points = grid_points(args)
+    n = len(points)
     space = {
         "base": "base.yaml",
-        "space": {"train.lr": {"grid": args.lrs}, "distill.alpha": {"grid": args.alphas}},
+        # one grouped grid key: the points run first, in this (shuffled, seeded) order, in both arms
+        "space": {"hp": {"grid": points}},
         "sweep": {
             "num_samples": n,  # the grid and nothing else: both arms run the same configs
             "metric": "val_miou",
@@ -80,6 +88,19 @@ def write_space(folder: Path, root: Path, args, grace: int, name: str) -> Path:
     return path
 
 
+def grid_points(args) -> list[dict[str, Any]]:
+    """lr x alpha, in an order shuffled by ``--order-seed`` (an order sorted by quality is ASHA's worst case)."""
+    import random
+
+    points = [
+        {"train.lr": lr, "distill.alpha": a, "label": f"lr={lr:g},alpha={a:g}"}
+        for lr in args.lrs
+        for a in args.alphas
+    ]
+    random.Random(args.order_seed).shuffle(points)
+    return points
+
+
 def run_arm(name: str, space: Path, out_root: Path) -> dict[str, Any]:
     from kdseg.sweep import plan_sweep, run_sweep
 
@@ -94,12 +115,13 @@ def run_arm(name: str, space: Path, out_root: Path) -> dict[str, Any]:
         epochs = []
         if run is not None and run.exists():
             epochs = [json.loads(ln) for ln in run.read_text().splitlines() if ln.strip()]
-        params = row.get("params") or {}
+        cfg_file = Path(row["path"]) / "run" / "config.yaml" if row.get("path") else None
+        cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file is not None and cfg_file.exists() else {}
         trials.append(
             {
                 "trial_id": row["trial_id"],
-                "lr": params.get("train.lr"),
-                "alpha": params.get("distill.alpha"),
+                "lr": (cfg.get("train") or {}).get("lr"),
+                "alpha": (cfg.get("distill") or {}).get("alpha"),
                 "status": row["status"],
                 "epochs": int(row.get("epochs") or 0),
                 "val_miou": row.get("val_miou"),
@@ -140,6 +162,64 @@ def print_arm(arm: dict[str, Any]) -> None:
     )
 
 
+def replay(fifo: dict[str, Any], args, orders: int) -> dict[str, Any] | None:
+    """Ray's own ASHA rung logic replayed on the FIFO arm's learning curves, for many trial orders.
+
+    The curves are what every trial reaches at each epoch whatever the scheduler, so ASHA's outcome
+    for another order of the same configs can be computed without training: ``concurrency`` slots,
+    equal epoch times, a stopped or finished trial's slot taken by the next in the order. One run of
+    the benchmark is one order; this says how typical its result is. Best effort: None when Ray's
+    private ``_Bracket`` class is not there.
+    """
+    import random
+    import statistics
+    import types
+
+    try:
+        from ray.tune.schedulers.async_hyperband import _Bracket
+    except ImportError:
+        return None
+    curves = {(t["lr"], t["alpha"]): t["curve"] for t in fifo["trials"] if len(t["curve"]) == args.max_t}
+    if not curves:
+        return None
+    best = max(c[-1] for c in curves.values())
+
+    def one(order: list) -> tuple[float, float]:
+        bracket = _Bracket(
+            min_t=args.grace, max_t=args.max_t, reduction_factor=args.rf, s=0, stop_last_trials=True
+        )
+        pending, running, used, final = list(order), {}, 0, []
+        while pending or running:
+            while pending and len(running) < args.concurrency:
+                running[pending.pop(0)] = 0
+            key = min(running, key=lambda q: running[q])
+            running[key] += 1
+            epoch = running[key]
+            value = curves[key][epoch - 1]
+            stop = bracket.on_result(types.SimpleNamespace(trial_id=str(key)), epoch, value) == "STOP"
+            if stop or epoch >= args.max_t:
+                used += epoch
+                final.append(value)
+                del running[key]
+        return used / (len(curves) * args.max_t), best - max(final)
+
+    results = []
+    for seed in range(orders):
+        order = list(curves)
+        random.Random(seed).shuffle(order)
+        results.append(one(order))
+    fractions = [r[0] for r in results]
+    return {
+        "orders": orders,
+        "compute_fraction_median": statistics.median(fractions),
+        "compute_fraction_max": max(fractions),
+        "compute_target_met_share": sum(f <= COMPUTE_TARGET for f in fractions) / orders,
+        "best_target_met_share": sum(g <= BEST_TOLERANCE for _, g in results) / orders,
+        "both_met_share": sum(f <= COMPUTE_TARGET and g <= BEST_TOLERANCE for f, g in results) / orders,
+        "sorted_worst_to_best": one(sorted(curves, key=lambda k: curves[k][-1])),
+    }
+
+
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
 
@@ -151,7 +231,9 @@ def main() -> None:
     p.add_argument("--rf", type=int, default=3, help="ASHA reduction_factor")
     p.add_argument("--lrs", type=_floats, default=[3e-4, 1e-3, 3e-3, 1e-2], help="grid of train.lr")
     p.add_argument("--alphas", type=_floats, default=[0.2, 0.5, 0.8], help="grid of distill.alpha")
+    p.add_argument("--order-seed", type=int, default=0, help="seed of the (shared) order of the grid points")
     p.add_argument("--concurrency", type=int, default=2)
+    p.add_argument("--replay-orders", type=int, default=50, help="trial orders to replay ASHA on (0: none)")
     p.add_argument("--size", type=parse_size, default=(32, 32))
     p.add_argument("--n", type=int, default=96, help="generated images (80/20 train/val)")
     p.add_argument("--batch", type=int, default=8)
@@ -213,6 +295,16 @@ def main() -> None:
         f"val_miou is {gap:+.4f} below the best found by running everything (target <= {BEST_TOLERANCE}: "
         f"{'met' if best_ok else 'NOT met'})"
     )
+    rp = replay(fifo, args, args.replay_orders) if args.replay_orders else None
+    if rp is not None:
+        worst = rp["sorted_worst_to_best"]
+        print(
+            f"replayed on the FIFO curves for {rp['orders']} shuffled orders (Ray's ASHA rungs, equal epoch "
+            f"times): compute median {rp['compute_fraction_median']:.1%} (max {rp['compute_fraction_max']:.1%}); "
+            f"compute target met in {rp['compute_target_met_share']:.0%} of orders, best target in "
+            f"{rp['best_target_met_share']:.0%}, both in {rp['both_met_share']:.0%}; configs sorted worst to "
+            f"best: {worst[0]:.1%} of the compute"
+        )
     emit(
         {
             "benchmark": "asha_vs_fifo",
@@ -224,6 +316,7 @@ def main() -> None:
                 "reduction_factor": args.rf,
                 "lrs": args.lrs,
                 "alphas": args.alphas,
+                "order": [pt["label"] for pt in grid_points(args)],
                 "concurrency": args.concurrency,
                 "size": list(args.size),
                 "n": args.n,
@@ -239,6 +332,7 @@ def main() -> None:
                 "compute_target_met": compute_ok,
                 "best_target_met": best_ok,
             },
+            "replay": rp,
             "asha": asha,
             "fifo": fifo,
             "total_s": time.perf_counter() - started,
