@@ -270,6 +270,10 @@ def main() -> None:
         "loader_images_per_s": {str(r["workers"]): r["images_per_s"] for r in loader_rows},
         "loader_over_step": {str(r["workers"]): r["images_per_s"] / consumed for r in loader_rows},
         "wait_fraction": {str(r["workers"]): r["wait_fraction"] for r in loop_rows},
+        # > 1: the loader's workers slow the step down by competing for the CPU cores
+        "step_slowdown_with_loader": {
+            str(r["workers"]): r["step_s_median"] / step_row["step_s_median"] for r in loop_rows
+        },
         "trial_workers": trial["workers"],
         "target_wait_fraction": WAIT_TARGET,
         "target_met": trial["wait_fraction"] <= WAIT_TARGET,
@@ -277,6 +281,12 @@ def main() -> None:
     print(
         f"\nat trial settings ({trial['workers']} workers) the step waits {trial['wait_fraction']:.2%} of the "
         f"time for data (target <= {WAIT_TARGET:.0%}): {'met' if summary['target_met'] else 'NOT met'}"
+    )
+    slow = summary["step_slowdown_with_loader"]
+    print(
+        "median step with the loader running vs alone: "
+        + ", ".join(f"{k} workers x{v:.2f}" for k, v in slow.items())
+        + " (on a CPU, loader workers compete with the step's threads for the cores)"
     )
     emit(
         {
