@@ -252,7 +252,7 @@ def part_packing(args, work: Path) -> dict[str, Any]:
     from kdseg.sweep import plan_sweep, run_sweep
 
     print(
-        f"\n== Part 1: sweep packing: {args.trials} trials x {args.epochs} epochs, "
+        f"\n== sweep packing: {args.trials} trials x {args.epochs} epochs, "
         f"{args.concurrency} at a time, 1 CPU each ==",
         flush=True,
     )
