@@ -1,7 +1,9 @@
 """Each benchmark runs with one command and ends with its table and one parseable JSON line.
 
-Smallest settings only (the two that start Ray are marked slow): these check that the commands in the README and docs/performance.md work and
+Smallest settings only: these check that the commands in the README and docs/performance.md work and
 print what a reader relies on (the machine and its load, the figures, the targets), not the figures.
+The runs that start Ray take minutes on 2 cores; they are marked ``bench`` and deselected by default
+(pyproject's addopts): ``pytest -m bench`` runs them.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def test_data_benchmark_compares_loader_with_step(tmp_path):
     assert 0.0 <= s["wait_fraction"]["1"] <= 1.0 and isinstance(s["target_met"], bool)
 
 
-@pytest.mark.slow  # Ray start + a trial-like actor: about 20 s on a quiet 2-core machine
+@pytest.mark.bench  # Ray start + a trial-like actor
 def test_shared_data_memory_benchmark(tmp_path):
     out, r = run_bench(
         "shared_data_memory",
@@ -75,7 +77,7 @@ def test_shared_data_memory_benchmark(tmp_path):
     assert "total_data_mb_shared_1" in r["summary"] and "ray" in r["machine"]
 
 
-@pytest.mark.slow  # two (one-trial) sweeps
+@pytest.mark.bench  # two (one-trial) sweeps
 def test_asha_vs_fifo_benchmark_runs_both_arms_on_the_same_configs(tmp_path):
     out, r = run_bench(
         "asha_vs_fifo",
@@ -91,12 +93,17 @@ def test_asha_vs_fifo_benchmark_runs_both_arms_on_the_same_configs(tmp_path):
         assert key in s
 
 
-def test_gpu_benchmark_skips_without_cuda_and_runs_on_cpu():
+def test_gpu_benchmark_skips_without_cuda():
     import torch
 
-    if not torch.cuda.is_available():
-        out, r = run_bench("gpu")
-        assert "no CUDA device" in out and r["skipped"] == "no CUDA device"
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the benchmark runs instead of skipping")
+    out, r = run_bench("gpu")
+    assert "no CUDA device" in out and r["skipped"] == "no CUDA device"
+
+
+@pytest.mark.bench  # the fractional-trials part starts Ray
+def test_gpu_benchmark_runs_on_cpu():
     out, r = run_bench(
         "gpu",
         *("--device", "cpu", "--size", "32x32", "--batch", "2", "--steps", "1", "--warmup", "0"),
