@@ -90,7 +90,7 @@ def main() -> None:
     p.add_argument("--size", default="128x128")
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--steps", type=int, default=10, help="timed steps per round")
-    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=5, help="alternating rounds; the median round is reported")
     p.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     p.add_argument(
         "--channels-last", action="store_true", help="kdseg with train.channels_last (both loops NHWC)"
