@@ -11,7 +11,7 @@ same size) in the case where terms share a softmax: mutual mode with the teacher
 ``log_softmax(logits / T)``: 5 per batch, two host syncs), ``step_loss`` is what ``train_kd`` calls
 (one per network: 2 per batch, one sync).
 
-    python benchmarks/kd_step.py [--size 128x128] [--batch 8] [--steps 10] [--rounds 3] [--device cpu]
+    python benchmarks/kd_step.py [--size 128x128] [--batch 8] [--steps 10] [--rounds 5] [--device cpu]
         [--channels-last]
 """
 
