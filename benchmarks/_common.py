@@ -19,13 +19,9 @@ MB = 2**20
 
 
 def cpu_model() -> str:
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine() or "unknown"
+    from kdseg.bench import cpu_name  # light: kdseg.bench imports torch only inside its functions
+
+    return cpu_name() or "unknown"
 
 
 def loadavg() -> list[float] | None:

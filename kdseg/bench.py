@@ -388,7 +388,7 @@ def bench_config(
         "size": [h, w],
         "batch": batch,
         "device": str(dev),
-        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else _cpu_name(),
+        "device_name": torch.cuda.get_device_name(dev) if dev.type == "cuda" else cpu_name(),
         "dtype": "bf16" if bf16 else "fp32",
         "channels_last": bool(channels_last),
         "torch": torch.__version__,
@@ -430,7 +430,7 @@ def bench_config(
     return result
 
 
-def _cpu_name() -> str:
+def cpu_name() -> str:
     import platform
 
     try:
