@@ -2,8 +2,8 @@
 
 Smallest settings only: these check that the commands in the README and docs/performance.md work and
 print what a reader relies on (the machine and its load, the figures, the targets), not the figures.
-The runs that start Ray take minutes on 2 cores; they are marked ``bench`` and deselected by default
-(pyproject's addopts): ``pytest -m bench`` runs them.
+The runs that start Ray are marked ``bench`` (about a minute together on a quiet 2-core machine, several
+on a busy one): ``pytest -m "not bench"`` leaves them out.
 """
 
 from __future__ import annotations
