@@ -11,7 +11,11 @@ from __future__ import annotations
 import json
 import os
 import platform
+import shutil
 import sys
+import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -167,3 +171,15 @@ def synth_data(root: Path, n: int, size: tuple[int, int], seed: int = 0) -> Path
 
     h, w = size
     return write_synth(root / f"synth_{h}x{w}_n{n}_s{seed}", n=n, size=size, seed=seed)
+
+
+@contextmanager
+def work_dir(out: Path | None, prefix: str) -> Iterator[Path]:
+    """The folder a benchmark writes to: ``out`` (kept), or a temporary one deleted afterwards."""
+    work = Path(tempfile.mkdtemp(prefix=prefix)) if out is None else out.resolve()
+    work.mkdir(parents=True, exist_ok=True)
+    try:
+        yield work
+    finally:
+        if out is None:
+            shutil.rmtree(work, ignore_errors=True)

@@ -33,15 +33,13 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import shutil
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import emit, machine_info, parse_size, print_machine, synth_data, table
+from _common import emit, machine_info, parse_size, print_machine, synth_data, table, work_dir
 
 BEST_TOLERANCE = 0.01
 COMPUTE_TARGET = 0.40
@@ -246,11 +244,8 @@ def main() -> None:
     machine = machine_info()
     print_machine(machine)
     started = time.perf_counter()
-    temp = args.out is None
-    work = Path(tempfile.mkdtemp(prefix="kdseg-asha-fifo-")) if temp else args.out.resolve()
-    work.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    try:
+    with work_dir(args.out, "kdseg-asha-fifo-") as work:
         root = synth_data(work, n=args.n, size=args.size)
         spaces = work / f"spaces-{stamp}"
         spaces.mkdir()
@@ -260,9 +255,6 @@ def main() -> None:
 
         machine["ray"] = ray.__version__
         ray.shutdown()
-    finally:
-        if temp:
-            shutil.rmtree(work, ignore_errors=True)
 
     for arm in (asha, fifo):
         print_arm(arm)

@@ -26,10 +26,8 @@ from __future__ import annotations
 import argparse
 import gc
 import os
-import shutil
 import statistics
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -44,6 +42,7 @@ from _common import (
     shmem_bytes,
     synth_data,
     table,
+    work_dir,
 )
 
 
@@ -251,14 +250,8 @@ def main() -> None:
     machine = machine_info()
     print_machine(machine)
     started = time.perf_counter()
-    temp = args.out is None
-    work = Path(tempfile.mkdtemp(prefix="kdseg-shared-mem-")) if temp else args.out.resolve()
-    work.mkdir(parents=True, exist_ok=True)
-    try:
+    with work_dir(args.out, "kdseg-shared-mem-") as work:
         result = measure(args, work)
-    finally:
-        if temp:
-            shutil.rmtree(work, ignore_errors=True)
     import ray
 
     machine["ray"] = ray.__version__
@@ -294,7 +287,7 @@ def main() -> None:
             "result": result,
             "total_s": time.perf_counter() - started,
         },
-        None if temp else work / "shared_data_memory.json",
+        None if args.out is None else work / "shared_data_memory.json",
     )
 
 

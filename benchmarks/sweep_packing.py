@@ -38,17 +38,15 @@ import argparse
 import glob
 import json
 import os
-import shutil
 import statistics
 import subprocess
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import emit, machine_info, print_machine, table
+from _common import emit, machine_info, print_machine, table, work_dir
 
 # ------------------------------------------------------------------------------ part 1: packing
 
@@ -492,19 +490,13 @@ def main() -> None:
     machine = machine_info()
     print_machine(machine)
 
-    temp = args.out is None
-    work = Path(tempfile.mkdtemp(prefix="kdseg-sweep-packing-")) if temp else args.out.resolve()
-    work.mkdir(parents=True, exist_ok=True)
     report: dict[str, Any] = {
         "benchmark": "sweep_packing",
         "command": " ".join(["python", "benchmarks/sweep_packing.py", *sys.argv[1:]]),
         "machine": machine,
     }
-    try:
+    with work_dir(args.out, "kdseg-sweep-packing-") as work:
         report["packing"] = part_packing(args, work)
-    finally:
-        if temp:
-            shutil.rmtree(work, ignore_errors=True)
     import ray
 
     machine["ray"] = ray.__version__
@@ -522,8 +514,11 @@ def main() -> None:
         "fit_to_first_trial_start_s": ov["fit_to_first_trial_start_s"],
         "gap_between_trials_mean_s": ov["gap_between_trials_mean_s"],
     }
-    print(f"\ntotal benchmark time {report['total_s']:.1f} s" + ("" if temp else f"; files kept in {work}"))
-    emit(report, None if temp else work / "sweep_packing.json")
+    print(
+        f"\ntotal benchmark time {report['total_s']:.1f} s"
+        + ("" if args.out is None else f"; files kept in {work}")
+    )
+    emit(report, None if args.out is None else work / "sweep_packing.json")
 
 
 if __name__ == "__main__":

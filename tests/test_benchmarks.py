@@ -45,6 +45,24 @@ def has_table(out: str) -> bool:
     return any(set(ln.strip()) <= {"-", " "} and "--" in ln for ln in out.splitlines())
 
 
+def test_kd_step_benchmark_compares_kdseg_with_hand_written_loop():
+    out, r = run_bench("kd_step", "--size", "32x32", "--batch", "2", "--steps", "1", "--rounds", "1")
+    assert "ratio kdseg / hand-written" in out
+    assert r["kdseg_ms"] > 0 and r["hand_written_ms"] > 0
+    assert abs(r["ratio"] - r["kdseg_ms"] / r["hand_written_ms"]) < 1e-3 and isinstance(r["target_met"], bool)
+
+
+@pytest.mark.bench  # a real two-trial sweep on local Ray
+def test_sweep_packing_benchmark_reports_efficiency(tmp_path):
+    out, r = run_bench("sweep_packing", "--trials", "2", "--epochs", "1", "--out", str(tmp_path))
+    assert has_table(out)
+    packing = r["packing"]
+    assert packing["statuses"] == {"completed": 2}
+    for key in ("efficiency_tune_span", "efficiency_fit", "efficiency_end_to_end"):
+        assert 0.0 < packing[key] <= 1.05, key
+    assert (tmp_path / "sweep_packing.json").is_file()  # --out keeps the files
+
+
 def test_data_benchmark_compares_loader_with_step(tmp_path):
     out, r = run_bench(
         "data",
