@@ -313,6 +313,16 @@ def _looks_like_float(raw: str) -> bool:
     return any(c in raw.lower() for c in ".e") and raw.strip().lower() not in ("nan", "inf", "-inf")
 
 
+def get_dotted(doc: Mapping[str, Any], key: str) -> Any:
+    """``doc[a][b][c]`` for ``key == "a.b.c"``, or None where the path does not exist."""
+    node: Any = doc
+    for part in key.split("."):
+        if not isinstance(node, Mapping) or part not in node:
+            return None
+        node = node[part]
+    return node
+
+
 def set_dotted(doc: dict[str, Any], key: str, value: Any) -> None:
     """Set ``doc[a][b][c] = value`` for ``key == "a.b.c"``, creating mappings on the way."""
     parts = key.split(".")

@@ -26,6 +26,8 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from kdseg.config import get_dotted
+
 FAULTS_DIR = ".faults"
 
 
@@ -43,21 +45,14 @@ class FaultRule(BaseModel):
     when: dict[str, Any] = Field(default_factory=dict, description="dotted config keys the trial must match")
 
 
-def _get(doc: dict[str, Any], key: str) -> Any:
-    node: Any = doc
-    for part in key.split("."):
-        if not isinstance(node, dict) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 class FaultInjector:
     """The rules that apply to one trial; :meth:`on_step` fires them."""
 
     def __init__(self, rules: Sequence[FaultRule], cfg_dict: dict[str, Any], trial_id: str, sweep_dir: Path):
         self.rules = [
-            (i, r) for i, r in enumerate(rules) if all(_get(cfg_dict, k) == v for k, v in r.when.items())
+            (i, r)
+            for i, r in enumerate(rules)
+            if all(get_dotted(cfg_dict, k) == v for k, v in r.when.items())
         ]
         self.trial_id = trial_id
         self.sweep_dir = Path(sweep_dir)

@@ -198,15 +198,6 @@ def _default_classes(fmt: str, n: int) -> list[str]:
 # ------------------------------------------------------------------------------------- searched keys
 
 
-def _get_dotted(doc: Mapping[str, Any], key: str) -> Any:
-    cur: Any = doc
-    for part in key.split("."):
-        if not isinstance(cur, Mapping) or part not in cur:
-            return None
-        cur = cur[part]
-    return cur
-
-
 def _same(a: Any, b: Any) -> bool:
     if isinstance(a, (list, tuple)) and isinstance(b, (list, tuple)):
         return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
@@ -226,6 +217,8 @@ def trial_value(domain, key: str, config: Mapping[str, Any], params: Mapping[str
 
     From the trial's Tune parameters when known, else read back from its resolved config.
     """
+    from kdseg.config import get_dotted  # lazy: keeps pydantic out of `kdseg --help`
+
     if params and key in params:
         try:
             decoded = domain.decode(params[key])
@@ -238,10 +231,10 @@ def trial_value(domain, key: str, config: Mapping[str, Any], params: Mapping[str
         matches = [
             (len(values), label)
             for values, label in zip(domain.values, domain.labels, strict=True)
-            if all(_same(_get_dotted(config, k), v) for k, v in values.items())
+            if all(_same(get_dotted(config, k), v) for k, v in values.items())
         ]
         return _label_text(max(matches, key=lambda m: m[0])[1]) if matches else None
-    value = _get_dotted(config, key)
+    value = get_dotted(config, key)
     if domain.categorical:
         for v, label in zip(domain.values, domain.labels, strict=True):
             if _same(v, value):
