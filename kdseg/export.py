@@ -26,7 +26,7 @@ def trial_run_dir(sweep_dir: Path, trial_id: str) -> Path:
 
 def pick_trial(sweep_dir: Path, rank_by: str | None = None) -> dict[str, Any]:
     """The leaderboard row of the best trial (by the sweep's objective, or by ``rank_by``)."""
-    from kdseg.ranking import best_row, build_leaderboard, read_leaderboard_csv
+    from kdseg.ranking import best_row, build_leaderboard, read_leaderboard_csv, why_no_winner
     from kdseg.space import load_resolved
 
     board_file = sweep_dir / LEADERBOARD
@@ -36,12 +36,12 @@ def pick_trial(sweep_dir: Path, rank_by: str | None = None) -> dict[str, Any]:
     spec = load_resolved(sweep_dir / "sweep.yaml")
     if rank_by:
         try:
-            rows = build_leaderboard(rows, rank_by, spec.max_t)
+            rows = build_leaderboard(rows, rank_by, spec.max_t, cost=spec.sweep.cost)
         except ValueError as e:
             raise KdsegError(f"--rank-by: {e}") from None
-    best = best_row(rows)
+    best = best_row(rows, spec.max_t)
     if best is None:
-        raise KdsegError(f"{board_file}: no trial has a val_miou to rank (every trial failed?)")
+        raise KdsegError(f"{board_file}: no winner: {why_no_winner(rows, spec.max_t)}")
     return best
 
 

@@ -2,17 +2,23 @@
 
 A leaderboard row is a plain dict, one per trial, with at least ``trial_id``, ``status``,
 the descriptive columns of :func:`kdseg.space.describe_trial`, ``student_params``, ``val_miou`` (last
-reported) and ``epochs`` (epochs completed). :func:`build_leaderboard` adds ``iou_per_mparam``
-(``val_miou / (student_params / 1e6)``), ``pareto`` and ``rank``, and orders the rows:
+reported) and ``epochs`` (epochs completed); sweep rows also carry ``score`` and ``below_floor``
+(:mod:`kdseg.selection`). :func:`build_leaderboard` adds ``iou_per_mparam``, ``pareto`` and ``rank``,
+and orders the rows in four tiers:
 
-1. trials that reached ``max_t`` epochs (whatever their status, unless it is error/diverged),
-2. trials stopped early by ASHA (and trials still running),
+0. trials that ran the full budget (``epochs >= max_t``) and reached the quality floor,
+1. trials that ran the full budget under the quality floor,
+2. trials stopped early by ASHA (and trials still running): ASHA judged each worse, at its rung, than
+   the trials it let go on, and a number measured after fewer epochs is not comparable with one
+   measured after ``max_t``,
 3. failed trials (``error``, ``diverged``),
 
-each tier by the sweep's objective: ``iou_per_mparam`` or ``val_miou`` descending, or for ``pareto``
-the front's members first, then ``val_miou`` descending. Rows without a ``val_miou`` come last in their
-tier; ties go to the smaller student, then to the trial id. The Pareto front (maximise ``val_miou``,
-minimise ``student_params``) is computed over every row that has both numbers; equal points are all on it.
+each tier by the sweep's objective: its ``score`` (the objective's value, or ``val_miou - floor`` under
+the floor), or for ``pareto`` the front's members first, then ``val_miou`` descending. Rows without a
+value come last in their tier; ties go to the smaller student, then to the trial id. The Pareto front
+(maximise ``val_miou``, minimise the cost: ``student_params`` unless the sweep says otherwise) uses the
+same rule: it is computed over tier 0 only, so it never mixes budgets nor holds a student under the
+floor. The winner (:func:`best_row`) is the first row of tier 0; a sweep without one has no winner.
 """
 
 from __future__ import annotations
@@ -25,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.fileio import atomic_write
+from kdseg.selection import OBJECTIVES, PARETO, SCALAR_OBJECTIVES, SCORE, score_metrics
 
 __all__ = [
     "FAILED_STATUSES",
@@ -32,6 +39,7 @@ __all__ = [
     "OBJECTIVES",
     "STATUSES",
     "best_row",
+    "why_no_winner",
     "build_leaderboard",
     "iou_per_mparam",
     "leaderboard_columns",
@@ -56,22 +64,36 @@ LEADERBOARD_COLUMNS = [
     "student_params",
     "val_miou",
     "teacher_val_miou",
+    "kd_gain",
+    "score",
+    "quality_floor",
+    "below_floor",
     "iou_per_mparam",
     "gflops",
     "latency_ms",
     "iou_per_gflop",
     "epochs",
     "pareto",
+    "label",
     "error",
 ]
 STATUSES = ("completed", "stopped", "running", "error", "diverged")
 FAILED_STATUSES = ("error", "diverged")
-OBJECTIVES = ("iou_per_mparam", "val_miou", "pareto", "iou_per_gflop", "latency_ms")
 # Ranking by these columns prefers smaller values; every other numeric column prefers larger ones.
 LOWER_IS_BETTER = {"latency_ms", "gflops", "student_params"}
 
 # Column types restored when a leaderboard CSV is read back; other columns are inferred.
-_STR_COLUMNS = {"trial_id", "status", "teacher", "student", "mode", "distill_site", "alternation", "error"}
+_STR_COLUMNS = {
+    "trial_id",
+    "status",
+    "teacher",
+    "student",
+    "mode",
+    "distill_site",
+    "alternation",
+    "error",
+    "label",
+}
 _INT_COLUMNS = {"rank", "student_params", "epochs"}
 _FLOAT_COLUMNS = {
     "temperature",
@@ -82,8 +104,11 @@ _FLOAT_COLUMNS = {
     "gflops",
     "latency_ms",
     "iou_per_gflop",
+    "kd_gain",
+    "score",
+    "quality_floor",
 }
-_BOOL_COLUMNS = {"pareto"}
+_BOOL_COLUMNS = {"pareto", "below_floor"}
 
 
 def as_number(x: Any) -> float | None:
@@ -127,22 +152,38 @@ def pareto_mask(mious: Sequence[Any], params: Sequence[Any]) -> list[bool]:
     return mask
 
 
+def _failed(row: Mapping[str, Any]) -> bool:
+    return row.get("status") in FAILED_STATUSES
+
+
+def _full_budget(row: Mapping[str, Any], max_t: int) -> bool:
+    return (as_number(row.get("epochs")) or 0) >= max_t
+
+
 def _tier(row: Mapping[str, Any], max_t: int) -> int:
-    if row.get("status") in FAILED_STATUSES:
+    if _failed(row):
+        return 3
+    if not _full_budget(row, max_t):
         return 2
-    epochs = as_number(row.get("epochs")) or 0
-    return 0 if epochs >= max_t else 1
+    return 1 if row.get("below_floor") else 0
+
+
+def _score(row: Mapping[str, Any], objective: str) -> float | None:
+    """The row's score: as the sweep reported it, else the objective's value (no floor known)."""
+    if as_number(row.get(SCORE)) is not None:
+        return as_number(row[SCORE])
+    return as_number(score_metrics(objective, row, 0.0)[SCORE])
 
 
 def _sort_key(row: Mapping[str, Any], objective: str, max_t: int) -> tuple:
     miou = as_number(row.get("val_miou"))
     params = as_number(row.get("student_params"))
-    if objective == "iou_per_mparam":
-        primary = as_number(row.get("iou_per_mparam"))
+    if objective in SCALAR_OBJECTIVES:
+        primary = _score(row, objective)
         key: tuple = (primary is None, -(primary or 0.0))
-    elif objective == "pareto":
+    elif objective == PARETO:
         key = (miou is None, not row.get("pareto"), -(miou or 0.0))
-    else:  # val_miou, or any numeric column, e.g. teacher_val_miou, iou_per_gflop, latency_ms
+    else:  # --rank-by any numeric column, e.g. teacher_val_miou, latency_ms, kd_gain
         value = as_number(row.get(objective))
         sign = 1.0 if objective in LOWER_IS_BETTER else -1.0
         key = (value is None, sign * (value or 0.0))
@@ -155,7 +196,9 @@ def _sort_key(row: Mapping[str, Any], objective: str, max_t: int) -> tuple:
     )
 
 
-def build_leaderboard(rows: Iterable[Mapping[str, Any]], objective: str, max_t: int) -> list[dict[str, Any]]:
+def build_leaderboard(
+    rows: Iterable[Mapping[str, Any]], objective: str, max_t: int, cost: str = "student_params"
+) -> list[dict[str, Any]]:
     """Rows ranked as the module docstring says, with ``iou_per_mparam``, ``pareto`` and ``rank`` filled."""
     out = [dict(r) for r in rows]
     if objective not in OBJECTIVES and not any(as_number(r.get(objective)) is not None for r in out):
@@ -165,9 +208,11 @@ def build_leaderboard(rows: Iterable[Mapping[str, Any]], objective: str, max_t: 
     for r in out:
         if as_number(r.get("iou_per_mparam")) is None:
             r["iou_per_mparam"] = iou_per_mparam(r.get("val_miou"), r.get("student_params"))
-    front = pareto_mask([r.get("val_miou") for r in out], [r.get("student_params") for r in out])
-    for r, on in zip(out, front, strict=True):
-        r["pareto"] = on
+    eligible = [r for r in out if _tier(r, max_t) == 0]
+    front = pareto_mask([r.get("val_miou") for r in eligible], [r.get(cost) for r in eligible])
+    on_front = {id(r) for r, on in zip(eligible, front, strict=True) if on}
+    for r in out:
+        r["pareto"] = id(r) in on_front
     out.sort(key=lambda r: _sort_key(r, objective, max_t))
     for i, r in enumerate(out, start=1):
         r["rank"] = i
@@ -175,24 +220,37 @@ def build_leaderboard(rows: Iterable[Mapping[str, Any]], objective: str, max_t: 
 
 
 def best_row(rows: Sequence[Mapping[str, Any]], max_t: int | None = None) -> dict[str, Any] | None:
-    """The first row with a ``val_miou``, preferring trials that ran to the end.
+    """The winner: the first row (in the given order) that can be deployed, or None.
 
-    Rows are taken in the given order (a built leaderboard's is the ranking). With ``max_t``, a row
-    "ran to the end" when ``epochs >= max_t``; without, when its status is ``completed``. Failed rows
-    (error/diverged) are used only when nothing else has a ``val_miou``. None when no row has one.
+    A row can be deployed when it has a ``val_miou``, did not fail, ran the full budget (``epochs >=
+    max_t``; without ``max_t``: status ``completed``) and is not under the quality floor. A built
+    leaderboard's order is its ranking, so this is its first tier-0 row.
     """
 
     def finished(r: Mapping[str, Any]) -> bool:
         if max_t is not None:
-            return (as_number(r.get("epochs")) or 0) >= max_t
+            return _full_budget(r, max_t)
         return r.get("status") == "completed"
 
-    scored = [r for r in rows if as_number(r.get("val_miou")) is not None]
-    ok = [r for r in scored if r.get("status") not in FAILED_STATUSES]
-    for pool in ([r for r in ok if finished(r)], ok, scored):
-        if pool:
-            return dict(pool[0])
+    for r in rows:
+        if as_number(r.get("val_miou")) is None or _failed(r) or not finished(r) or r.get("below_floor"):
+            continue
+        return dict(r)
     return None
+
+
+def why_no_winner(rows: Sequence[Mapping[str, Any]], max_t: int | None = None) -> str:
+    """One sentence saying why :func:`best_row` found no winner."""
+    scored = [r for r in rows if as_number(r.get("val_miou")) is not None and not _failed(r)]
+    if not scored:
+        return "no trial has a val_miou to rank (every trial failed?)"
+    full = [r for r in scored if (_full_budget(r, max_t) if max_t else r.get("status") == "completed")]
+    if not full:
+        return "no trial ran the full budget (sweep.asha.max_t epochs) yet"
+    return (
+        f"none of the {len(full)} trials that ran the full budget reached the quality floor "
+        f"(sweep.quality_floor x its teacher's val mIoU); train longer, or lower sweep.quality_floor"
+    )
 
 
 # ------------------------------------------------------------------------------------------- CSV

@@ -105,7 +105,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from kdseg.config import (
     OWN_ARCHS,
@@ -120,6 +120,7 @@ from kdseg.config import (
 )
 from kdseg.errors import ConfigError
 from kdseg.faults import FaultRule
+from kdseg.selection import CONTROL_KEY, DEFAULT_QUALITY_FLOOR, check_objective
 
 __all__ = [
     "DOMAIN_KINDS",
@@ -128,23 +129,29 @@ __all__ = [
     "Resources",
     "SweepSettings",
     "SweepSpec",
+    "CONTROL_KEY",
+    "Control",
+    "control_params",
+    "controls",
     "decode_params",
+    "default_params",
     "describe_trial",
     "grid_size",
     "initial_points",
     "load_resolved",
     "load_space",
+    "search_labels",
     "searched_keys",
     "spec_to_dict",
     "to_tune_space",
     "trial_config",
+    "trial_label",
 ]
 
 DomainKind = Literal["uniform", "loguniform", "quniform", "randint", "choice", "grid"]
 DOMAIN_KINDS: tuple[str, ...] = typing.get_args(DomainKind)
 NUMERIC_KINDS = ("uniform", "loguniform", "quniform", "randint")
 CATEGORICAL_KINDS = ("choice", "grid")
-Objective = Literal["iou_per_mparam", "val_miou", "pareto", "iou_per_gflop", "latency_ms"]
 
 # Top-level keys of a space file; overrides starting with these change the space file.
 SPACE_KEYS = ("base", "base_config", "space", "sweep", "storage", "name", "faults")
@@ -189,15 +196,37 @@ class Resources(_Strict):
 
 
 class SweepSettings(_Strict):
-    num_samples: int = Field(8, ge=1, description="trials to run (grid combinations included)")
-    metric: str = Field("val_miou", min_length=1, description="the reported metric ASHA and Optuna follow")
-    mode: Literal["max", "min"] = "max"
-    objective: Objective = Field("iou_per_mparam", description="how the leaderboard ranks finished trials")
+    num_samples: int = Field(
+        8, ge=1, description="trials to run (grid combinations and no-KD controls included)"
+    )
+    metric: Literal["val_miou"] = Field(
+        "val_miou",
+        description="the accuracy every objective is built from (train.metric chooses its definition)",
+    )
+    mode: Literal["max"] = "max"
+    objective: str = Field(
+        "iou_per_mparam",
+        description="what the study, the searcher, ASHA and the leaderboard optimise (kdseg.selection)",
+    )
+    cost: Literal["student_params", "gflops", "latency_ms"] = Field(
+        "student_params", description="objective: pareto minimises this next to maximising val mIoU"
+    )
+    quality_floor: float = Field(
+        DEFAULT_QUALITY_FLOOR,
+        ge=0.0,
+        le=1.0,
+        description="a trial counts for the objective only at >= this fraction of its teacher's val mIoU",
+    )
     asha: AshaSettings = AshaSettings()
     resources_per_trial: Resources = Resources()
     max_concurrent: int | None = Field(None, ge=1, description="null: as many as resources allow")
     seed: int | None = Field(0, description="seed of the Optuna sampler")
     max_failures: int = Field(0, ge=-1, description="retries of a failed trial (-1: unlimited)")
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        return check_objective(v)
 
 
 class _SpaceFile(_Strict):
@@ -432,11 +461,13 @@ def _load(doc: dict[str, Any], path: Path, overrides: Iterable[str | tuple[str, 
         source=path.resolve(),
         faults=raw.faults,
     )
-    n_grid = grid_size(spec)
-    if sweep.num_samples < n_grid:
+    n_grid = len(initial_points(spec))
+    n_controls = len(controls(spec))
+    if sweep.num_samples < n_grid + n_controls:
         raise ConfigError(
-            f"{src}: sweep.num_samples: {sweep.num_samples} is less than the {n_grid} grid combinations; "
-            f"every combination runs first, so num_samples must be at least {n_grid}"
+            f"{src}: sweep.num_samples: {sweep.num_samples} is less than the {n_grid} grid combinations "
+            f"and {n_controls} no-KD controls; they all run first, so num_samples must be at least "
+            f"{n_grid + n_controls}"
         )
     for point in initial_points(spec):  # combinations of valid values can still clash
         trial_config(spec, point)
@@ -817,37 +848,124 @@ def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
         elif d.kind == "randint":
             out[key] = tune.randint(int(d.low), int(d.high) + 1)  # Ray's upper bound is exclusive
         else:  # choice and grid: categorical for Optuna; grid combinations come from initial_points
-            out[key] = tune.choice(list(d.labels))
+            labels = search_labels(key, d)
+            if labels:  # a domain of no-KD controls only is not searched
+                out[key] = tune.choice(labels)
     return out
 
 
 def grid_size(spec: SweepSpec) -> int:
-    """Number of combinations of the ``grid`` keys (1 when there are none)."""
-    return math.prod(len(d.values) for d in spec.space.values() if d.kind == "grid")
+    """Number of combinations of the ``grid`` keys (1 when there are none); controls are not in it."""
+    return math.prod(len(search_labels(k, d)) or 1 for k, d in spec.space.items() if d.kind == "grid")
 
 
 def _default_param(d: Domain, key: str, base_dump: dict[str, Any]) -> Any:
     """The base config's value when it lies in the domain, else the domain's midpoint/first choice."""
+    labels = search_labels(key, d) or list(d.labels)
     if d.group:
         for v, label in zip(d.values, d.labels, strict=True):
-            if all(_same(_get_dotted(base_dump, k), x) for k, x in v.items()):
+            if label in labels and all(_same(_get_dotted(base_dump, k), x) for k, x in v.items()):
                 return label
-        return d.labels[0]
+        return labels[0]
     base_value = _get_dotted(base_dump, key)
     if d.categorical:
-        return d.encode(base_value) if any(_same(v, base_value) for v in d.values) else d.labels[0]
+        if any(_same(v, base_value) for v in d.values) and d.encode(base_value) in labels:
+            return d.encode(base_value)
+        return labels[0]
     return base_value if d.contains(base_value) else d.midpoint()
+
+
+def default_params(spec: SweepSpec) -> dict[str, Any]:
+    """One value per searched key: the base config's where it lies in the domain (never a control)."""
+    base_dump = config_to_dict(spec.base_config)
+    return {k: _default_param(d, k, base_dump) for k, d in spec.space.items()}
+
+
+# ------------------------------------------------------------------------------------ no-KD controls
+# A grouped-choice option (or a ``distill.mode`` value) with ``distill.mode: none`` is the experiment's
+# control: the student trained alone. It is not a search point: it runs once per distinct student at the
+# full budget (never stopped early, never resampled), with the base config's values for every other key,
+# and every KD trial of the same student is compared with it epoch by epoch (``kd_gain``).
+
+
+class Control(_Strict):
+    label: str
+    settings: dict[str, Any]
+
+
+def _is_control(key: str, d: Domain, value: Any) -> bool:
+    if d.group:
+        return isinstance(value, dict) and value.get("distill.mode") == "none"
+    return key == "distill.mode" and value == "none"
+
+
+def search_labels(key: str, d: Domain) -> list[Any]:
+    """The labels of a categorical domain that the searcher samples (its no-KD controls left out)."""
+    return [lab for v, lab in zip(d.values, d.labels, strict=True) if not _is_control(key, d, v)]
+
+
+def controls(spec: SweepSpec) -> list[Control]:
+    """The sweep's no-KD controls: one per control option and distinct student.
+
+    A control option that sets ``student.*`` keys is one control. One that does not is expanded over
+    the students of its group's other options (and of categorical ``student.*`` keys): the student
+    alone, once per student the sweep distils into.
+    """
+    base_dump = config_to_dict(spec.base_config)
+    plain_students = [
+        [{k: v} for v in d.values]
+        for k, d in spec.space.items()
+        if k.startswith("student.") and d.categorical and not d.group
+    ]
+    out: list[Control] = []
+    seen: set[str] = set()
+    for key, d in spec.space.items():
+        if not d.categorical:
+            continue
+        for value, label in zip(d.values, d.labels, strict=True):
+            if not _is_control(key, d, value):
+                continue
+            own = dict(value) if d.group else {key: value}
+            if any(k.startswith("student.") for k in own):
+                variants: list[dict[str, Any]] = [{}]
+            else:
+                siblings = [
+                    {k: x for k, x in v.items() if k.startswith("student.")}
+                    for v in d.values
+                    if d.group and not _is_control(key, d, v)
+                ] or [{}]
+                variants = [
+                    {k: x for part in combo for k, x in part.items()}
+                    for combo in itertools.product(siblings, *plain_students)
+                ]
+            found = []
+            for extra in variants:
+                settings = {**own, **extra}
+                cfg = _validate_with(base_dump, settings, f"{spec.source or 'sweep'}: space: {key}: {label}")
+                student = _describe_model(cfg.student)
+                if student not in seen:
+                    seen.add(student)
+                    found.append((student, settings))
+            for student, settings in found:
+                name = str(label) if len(found) == 1 else f"{label}:{student}"
+                out.append(Control(label=name, settings=settings))
+    return out
+
+
+def control_params(spec: SweepSpec, control: Control) -> dict[str, Any]:
+    """The parameters of a control trial: the defaults of every searched key, and the control's label."""
+    return {**default_params(spec), CONTROL_KEY: control.label}
 
 
 def initial_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """Full parameter dicts, one per combination of the grid keys, for ``points_to_evaluate``."""
-    grid_keys = [k for k, d in spec.space.items() if d.kind == "grid"]
+    grid_keys = [k for k, d in spec.space.items() if d.kind == "grid" and search_labels(k, d)]
     if not grid_keys:
         return []
     base_dump = config_to_dict(spec.base_config)
-    defaults = {k: _default_param(d, k, base_dump) for k, d in spec.space.items() if d.kind != "grid"}
+    defaults = {k: _default_param(d, k, base_dump) for k, d in spec.space.items() if k not in grid_keys}
     points = []
-    for combo in itertools.product(*(spec.space[k].labels for k in grid_keys)):
+    for combo in itertools.product(*(search_labels(k, spec.space[k]) for k in grid_keys)):
         point = {}
         for key in spec.space:  # keep the file's key order
             point[key] = combo[grid_keys.index(key)] if key in grid_keys else defaults[key]
@@ -861,11 +979,13 @@ def initial_points(spec: SweepSpec) -> list[dict[str, Any]]:
 def decode_params(spec: SweepSpec, params: Mapping[str, Any]) -> dict[str, Any]:
     """Tune/Optuna parameters -> dotted config keys and their values (groups expanded)."""
     where = f"{spec.source or 'sweep'}: trial parameters"
-    unknown = sorted(set(params) - set(spec.space))
+    unknown = sorted(set(params) - set(spec.space) - {CONTROL_KEY})
     if unknown:
         raise ConfigError(f"{where}: {', '.join(unknown)}: not in the search space ({', '.join(spec.space)})")
     out: dict[str, Any] = {}
     for key, d in spec.space.items():
+        if key not in params and d.categorical and not search_labels(key, d):
+            continue  # only controls: not a parameter of searched trials
         if key not in params:
             raise ConfigError(f"{where}: {key}: missing")
         try:
@@ -881,7 +1001,16 @@ def decode_params(spec: SweepSpec, params: Mapping[str, Any]) -> dict[str, Any]:
 
 def trial_config(spec: SweepSpec, params: Mapping[str, Any], name: str | None = None) -> KDConfig:
     """The training config of one trial: base + decoded params, ``train.epochs = max_t``, validated."""
-    decoded = decode_params(spec, params)
+    if params.get(CONTROL_KEY) is not None:  # a no-KD control: the base config and its own settings
+        found = {c.label: c for c in controls(spec)}
+        if params[CONTROL_KEY] not in found:
+            raise ConfigError(
+                f"{spec.source or 'sweep'}: no-KD control {params[CONTROL_KEY]!r} is not in the space "
+                f"({', '.join(found) or 'it has none'})"
+            )
+        decoded = dict(found[params[CONTROL_KEY]].settings)
+    else:
+        decoded = decode_params(spec, params)
     doc = config_to_dict(spec.base_config)
     for key, value in decoded.items():
         set_dotted(doc, key, value)
@@ -889,6 +1018,13 @@ def trial_config(spec: SweepSpec, params: Mapping[str, Any], name: str | None = 
     doc["name"] = name or spec.name or doc.get("name")
     shown = ", ".join(f"{k}={_short(v, 30)}" for k, v in params.items())
     return validate_config(doc, source=f"{spec.source or 'sweep'}: trial {{{shown}}}")
+
+
+def trial_label(spec: SweepSpec, params: Mapping[str, Any]) -> str:
+    """A trial's short name: its control label, or the labels of its grouped choices (``r34-r18``)."""
+    if params.get(CONTROL_KEY) is not None:
+        return str(params[CONTROL_KEY])
+    return ",".join(str(params[k]) for k, d in spec.space.items() if d.group and k in params)
 
 
 def _describe_model(m: Any) -> str:

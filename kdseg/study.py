@@ -17,15 +17,19 @@ from __future__ import annotations
 import logging
 import random
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
 import optuna
 from optuna.trial import TrialState
+from ray.tune.schedulers import ASHAScheduler
+from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import unflatten_dict
 
 from kdseg.errors import ConfigError
+from kdseg.selection import CONTROL_KEY
 
 log = logging.getLogger(__name__)
 
@@ -151,11 +155,28 @@ def study_exists(storage, name: str) -> bool:
     )
 
 
-def make_searcher(*, metric, mode, study_name: str, storage, seed: int, points_to_evaluate, max_t: int):
-    """An :class:`HonestOptunaSearch` (seeded TPE) storing into ``storage``; Tune hands it the space."""
+def make_searcher(
+    *,
+    metric,
+    mode,
+    study_name: str,
+    storage,
+    seed: int,
+    points_to_evaluate,
+    max_t: int,
+    controls: list[dict] = (),
+):
+    """The sweep's searcher: its no-KD controls first, then seeded TPE storing into ``storage``.
 
+    ``metric``/``mode`` are one name and direction (a single-objective study) or two lists (``pareto``:
+    a multi-objective study; Optuna's TPE handles both). ``controls`` are the parameter dicts of the
+    no-KD control trials (:func:`kdseg.space.control_params`): run once each, never sampled by TPE and
+    never told to the study during the sweep (the driver records them when it finalises).
+    """
+
+    # TPE reads each trial's floor constraint (set by HonestOptunaSearch before it tells the study)
     sampler = optuna.samplers.TPESampler(seed=seed, multivariate=True, n_startup_trials=4)
-    return HonestOptunaSearch(
+    inner = HonestOptunaSearch(
         metric=metric,
         mode=mode,
         points_to_evaluate=points_to_evaluate or None,
@@ -164,6 +185,88 @@ def make_searcher(*, metric, mode, study_name: str, storage, seed: int, points_t
         storage=storage,
         max_t=max_t,
     )
+    return ControlsFirst(inner, list(controls))
+
+
+FLOOR_CONSTRAINT = "quality_floor"
+
+
+def set_floor(trial, attrs: dict[str, Any]) -> None:
+    """Record a trial's user attributes and its quality-floor constraint (``floor - val_miou``, <= 0 ok).
+
+    Optuna's ``best_trial``/``best_trials`` and its samplers take only feasible trials as the best, so
+    the study names the winner the leaderboard names.
+    """
+    for key, value in attrs.items():
+        trial.set_user_attr(key, value)
+    trial.set_constraint(FLOOR_CONSTRAINT, float(attrs.get("floor_gap", 0.0)))
+
+
+class ControlsFirst(Searcher):
+    """Hands out the no-KD control trials first, then delegates to the wrapped searcher.
+
+    Controls are the experiment's baselines, not search points: the wrapped searcher (and so TPE and
+    the Optuna study) never sees them, so no control is sampled twice and no key that does not apply
+    to a control is sampled for it. Built like Ray's ``ConcurrencyLimiter`` (a public ``Searcher``
+    wrapping another); its own state is saved with the wrapped searcher's.
+    """
+
+    def __init__(self, searcher: Searcher, controls: list[dict]):
+        super().__init__(metric=searcher.metric, mode=searcher.mode)
+        self.searcher = searcher
+        self.pending = [dict(c) for c in controls]
+        self.control_ids: set[str] = set()
+
+    def set_search_properties(self, metric, mode, config, **spec) -> bool:
+        return self.searcher.set_search_properties(metric, mode, config, **spec)
+
+    def set_max_concurrency(self, max_concurrent: int) -> bool:
+        return self.searcher.set_max_concurrency(max_concurrent)
+
+    def suggest(self, trial_id: str) -> dict | None:
+        if trial_id in self.control_ids:
+            return None
+        if self.pending:
+            self.control_ids.add(trial_id)
+            return self.pending.pop(0)
+        return self.searcher.suggest(trial_id)
+
+    def on_trial_result(self, trial_id: str, result: dict) -> None:
+        if trial_id not in self.control_ids:
+            self.searcher.on_trial_result(trial_id, result)
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id not in self.control_ids:
+            self.searcher.on_trial_complete(trial_id, result=result, error=error)
+
+    # Ray's SearchGenerator saves a wrapper's get_state() beside the wrapped searcher's own file
+    # (as for ConcurrencyLimiter), and restores both.
+    def get_state(self) -> dict:
+        return {"pending": [dict(p) for p in self.pending], "control_ids": sorted(self.control_ids)}
+
+    def set_state(self, state: dict) -> None:
+        self.pending = [dict(p) for p in state.get("pending", [])]
+        self.control_ids = set(state.get("control_ids", []))
+
+    def save(self, checkpoint_path: str) -> None:
+        self.searcher.save(checkpoint_path)
+
+    def restore(self, checkpoint_path: str) -> None:
+        self.searcher.restore(checkpoint_path)
+
+
+class ControlsRunFullBudget(ASHAScheduler):
+    """ASHA whose rungs never see (or stop) a no-KD control: controls run every epoch."""
+
+    def on_trial_result(self, tune_controller, trial, result):
+        if (trial.config or {}).get(CONTROL_KEY) is not None:
+            return self.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)
+
+    def on_trial_complete(self, tune_controller, trial, result):
+        if (trial.config or {}).get(CONTROL_KEY) is not None:
+            return
+        return super().on_trial_complete(tune_controller, trial, result)
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -213,8 +316,10 @@ class HonestOptunaSearch(OptunaSearch):
             return
         status = trial_status(result, error, self._max_t)
         try:
+            self._name_metrics()
             ot_trial.set_user_attr("ray_trial_id", trial_id)
             ot_trial.set_user_attr("kdseg_status", status)
+            set_floor(ot_trial, trial_user_attrs(result))
             if result and result.get("error"):
                 ot_trial.set_user_attr("error", str(result["error"])[:500])
             self._report_last(ot_trial, result, status)
@@ -223,6 +328,13 @@ class HonestOptunaSearch(OptunaSearch):
         except Exception as e:  # never let bookkeeping crash a sweep
             log.warning("optuna: could not record trial %s: %s", trial_id, e)
         self._completed_trials.add(trial_id)
+
+    def _name_metrics(self) -> None:
+        """Name the study's objective(s) once, so the optuna CLI and dashboard say what they show."""
+        if getattr(self, "_kdseg_named", False):
+            return
+        _name_metrics(self._ot_study, list(self.metric) if isinstance(self.metric, list) else [self.metric])
+        self._kdseg_named = True
 
     def _outcome(self, result: dict | None, status: str):
         if status == "stopped":
@@ -244,6 +356,38 @@ class HonestOptunaSearch(OptunaSearch):
             return
         if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
             ot_trial.report(value, step)
+
+
+# What each Optuna trial carries besides its values, so that `optuna trials`, `optuna best-trial` and
+# optuna-dashboard tell the story leaderboard.csv tells.
+USER_ATTRS = (
+    "label",
+    "teacher",
+    "student",
+    "mode",
+    "student_params",
+    "gflops",
+    "latency_ms",
+    "val_miou",
+    "teacher_val_miou",
+    "iou_per_mparam",
+    "iou_per_gflop",
+    "quality_floor",
+    "below_floor",
+    "epoch",
+)
+
+
+def trial_user_attrs(result: dict | None) -> dict[str, Any]:
+    """The user attributes of a trial's last result (``floor_gap`` is the floor constraint, <= 0 ok)."""
+    if not result:
+        return {}
+    out = {k: result[k] for k in USER_ATTRS if result.get(k) is not None}
+    out["kd"] = result.get("mode") not in (None, "none")
+    floor, miou = result.get("quality_floor"), result.get("val_miou")
+    if isinstance(floor, (int, float)) and isinstance(miou, (int, float)):
+        out["floor_gap"] = float(floor) - float(miou)
+    return out
 
 
 def _step(result: dict) -> int | None:
@@ -277,3 +421,40 @@ def close_running(storage, study_name: str, reason: str = "sweep ended while the
         storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
         n += 1
     return n
+
+
+def _name_metrics(study, names: list[str]) -> None:
+    if study.metric_names != names:
+        with warnings.catch_warnings():  # set_metric_names is marked experimental since Optuna 3.2
+            warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
+            study.set_metric_names(names)
+
+
+def record_controls(storage, study_name: str, rows: list[dict[str, Any]], metric) -> int:
+    """Add the sweep's finished no-KD controls to the study (once each); returns how many were added.
+
+    Controls never went through the searcher (they are not search points), but the study should
+    tell the same story as the leaderboard: each becomes a trial without parameters, with the same
+    values, user attributes and floor constraint a searched trial gets, and ``kdseg_control: true``.
+    """
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    known = {t.user_attrs.get("ray_trial_id") for t in study.get_trials(deepcopy=False)}
+    metrics = metric if isinstance(metric, list) else [metric]
+    _name_metrics(study, metrics)
+    added = 0
+    for r in rows:
+        if (r.get("params") or {}).get(CONTROL_KEY) is None or r.get("trial_id") in known:
+            continue
+        values = [r.get(m) for m in metrics]
+        trial = study.ask()
+        trial.set_user_attr("ray_trial_id", r["trial_id"])
+        trial.set_user_attr("kdseg_status", r.get("status"))
+        trial.set_user_attr("kdseg_control", True)
+        set_floor(trial, trial_user_attrs(r))
+        ok = r.get("status") not in ("error", "diverged") and all(isinstance(v, (int, float)) for v in values)
+        if ok:
+            study.tell(trial, values if len(values) > 1 else values[0])
+        else:
+            study.tell(trial, state=TrialState.FAIL)
+        added += 1
+    return added

@@ -27,7 +27,7 @@ from typing import Any
 
 from kdseg.config import dump_yaml
 from kdseg.errors import ConfigError, KdsegError
-from kdseg.export import LEADERBOARD, TUNE_DIR
+from kdseg.export import LEADERBOARD, TUNE_DIR, trial_run_dir
 from kdseg.fileio import require_writable
 
 SPEC_FILE = "sweep.yaml"
@@ -178,10 +178,9 @@ def _describe(spec):
 
 def _tuner(plan: SweepPlan, data, restore: bool):
     from ray import tune
-    from ray.tune.schedulers import ASHAScheduler
 
     from kdseg.progress import LiveTrialTable
-    from kdseg.space import initial_points, to_tune_space
+    from kdseg.space import control_params, controls, initial_points, to_tune_space
     from kdseg.study import make_searcher, open_storage
     from kdseg.trainable import PruneFinishedCheckpoints, ReportRecoveries
 
@@ -198,9 +197,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
         return tune.Tuner.restore(
             str(plan.sweep_dir / TUNE_DIR), trainable=trainable, resume_unfinished=True, resume_errored=False
         ), callbacks
-    metric, mode = (
-        (["val_miou", "student_params"], ["max", "min"]) if s.objective == "pareto" else (s.metric, s.mode)
-    )
+    metric, mode = objective_metrics(s)
     searcher = make_searcher(
         metric=metric,
         mode=mode,
@@ -209,17 +206,9 @@ def _tuner(plan: SweepPlan, data, restore: bool):
         seed=s.seed,
         points_to_evaluate=initial_points(spec),
         max_t=s.asha.max_t,
+        controls=[control_params(spec, c) for c in controls(spec)],
     )
-    scheduler = ASHAScheduler(
-        # kdseg's own epoch, not Tune's training_iteration: a trial that had to start again from
-        # scratch (damaged checkpoint) reports epoch 1 again while Tune's counter goes on.
-        time_attr="epoch",
-        metric=s.metric,
-        mode=s.mode,
-        max_t=s.asha.max_t,
-        grace_period=s.asha.grace_period,
-        reduction_factor=s.asha.reduction_factor,
-    )
+    scheduler = _scheduler(s)
     tuner = tune.Tuner(
         trainable,
         param_space=to_tune_space(spec),
@@ -242,6 +231,41 @@ def _tuner(plan: SweepPlan, data, restore: bool):
         ),
     )
     return tuner, callbacks
+
+
+def objective_metrics(s) -> tuple[str | list[str], str | list[str]]:
+    """The reported metric(s) and direction(s) of the study for ``sweep`` settings ``s``."""
+    from kdseg.selection import PARETO, SCORE
+
+    if s.objective == PARETO:
+        return ["val_miou", s.cost], ["max", "min"]
+    return SCORE, "max"
+
+
+def _scheduler(s):
+    """ASHA on the objective's score, never stopping a no-KD control; no early stopping for pareto.
+
+    Optuna cannot prune a multi-objective study, and one scalar compared at ASHA's rungs would stop the
+    cheap end of the front: a ``pareto`` sweep runs every trial to ``max_t``.
+    """
+    from ray.tune.schedulers import FIFOScheduler
+
+    from kdseg.selection import PARETO, SCORE
+    from kdseg.study import ControlsRunFullBudget
+
+    if s.objective == PARETO:
+        return FIFOScheduler()
+
+    return ControlsRunFullBudget(
+        # kdseg's own epoch, not Tune's training_iteration: a trial that had to start again from
+        # scratch (damaged checkpoint) reports epoch 1 again while Tune's counter goes on.
+        time_attr="epoch",
+        metric=SCORE,
+        mode="max",
+        max_t=s.asha.max_t,
+        grace_period=s.asha.grace_period,
+        reduction_factor=s.asha.reduction_factor,
+    )
 
 
 def run_sweep(plan: SweepPlan) -> SweepResult:
@@ -309,7 +333,7 @@ def resume_sweep(
 
 def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
     """One leaderboard row per Ray trial."""
-    from kdseg.space import describe_trial, trial_config
+    from kdseg.space import describe_trial, trial_config, trial_label
     from kdseg.study import trial_status
 
     max_t = plan.spec.sweep.asha.max_t
@@ -324,14 +348,19 @@ def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
             row.update(describe_trial(trial_config(plan.spec, params)))
         except KdsegError:
             pass
+        failed = status in ("error", "diverged")
         row.update(
+            label=trial_label(plan.spec, params) or None,
             student_params=m.get("student_params"),
-            val_miou=None if status in ("error", "diverged") else m.get("val_miou"),
+            val_miou=None if failed else m.get("val_miou"),
             teacher_val_miou=m.get("teacher_val_miou"),
-            iou_per_mparam=None if status in ("error", "diverged") else m.get("iou_per_mparam"),
+            score=None if failed else m.get("score"),
+            quality_floor=m.get("quality_floor"),
+            below_floor=None if failed else m.get("below_floor"),
+            iou_per_mparam=None if failed else m.get("iou_per_mparam"),
             gflops=m.get("gflops"),
             latency_ms=m.get("latency_ms"),
-            iou_per_gflop=None if status in ("error", "diverged") else m.get("iou_per_gflop"),
+            iou_per_gflop=None if failed else m.get("iou_per_gflop"),
             epochs=m.get("epoch") or 0,
             # why it failed; for a trial that survived a damaged checkpoint, what happened
             error=_error_text(r.error) if r.error is not None else (m.get("error") or m.get("recovered")),
@@ -366,18 +395,29 @@ def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     """Write leaderboard.csv and best_config.yaml; close any Optuna trial still RUNNING."""
     from kdseg.export import export_config
     from kdseg.ranking import best_row, build_leaderboard, write_leaderboard_csv
-    from kdseg.study import close_running, open_storage
+    from kdseg.selection import settle_controls
+    from kdseg.study import close_running, open_storage, record_controls
+    from kdseg.train import read_metrics
 
     rows = collect_rows(plan, results)
     _set_aside_orphans(plan.sweep_dir, {r["trial_id"] for r in rows})
     s = plan.spec.sweep
-    board = build_leaderboard(rows, s.objective, s.asha.max_t)
+    history = {}
+    for r in rows:
+        try:
+            history[r["trial_id"]] = read_metrics(trial_run_dir(plan.sweep_dir, r["trial_id"]))
+        except (OSError, ValueError):
+            history[r["trial_id"]] = []
+    settle_controls(rows, history, s.objective, s.quality_floor)
+    board = build_leaderboard(rows, s.objective, s.asha.max_t, cost=s.cost)
     write_leaderboard_csv(
         [{k: v for k, v in r.items() if k not in ("params", "path")} for r in board],
         plan.sweep_dir / LEADERBOARD,
     )
-    close_running(open_storage(plan.storage_url), plan.name)
+    storage = open_storage(plan.storage_url)
+    close_running(storage, plan.name)
+    record_controls(storage, plan.name, board, objective_metrics(s)[0])
     best_path = None
-    if best_row(board) is not None:
+    if best_row(board, s.asha.max_t) is not None:
         best_path, _ = export_config(plan.sweep_dir)
     return SweepResult(plan.sweep_dir, board, best_path, time.perf_counter() - started)

@@ -116,7 +116,8 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
 def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report_to_tune=tune.report) -> None:
     from kdseg.config import config_to_dict
     from kdseg.faults import FaultInjector
-    from kdseg.space import trial_config
+    from kdseg.selection import score_metrics
+    from kdseg.space import describe_trial, trial_config, trial_label
 
     cfg = trial_config(spec, params)
     trial_id = tune.get_context().get_trial_id()
@@ -145,11 +146,22 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
 
     last: dict[str, Any] = {}
     wb = trial_wandb_run(cfg, params, Path(sweep_dir), trial_id, data, run_dir)
+    sweep = spec.sweep
+    # what every result carries besides the epoch's metrics: the trial's identity and its student's cost
+    static = {
+        "label": trial_label(spec, params),
+        **describe_trial(cfg),
+        **_student_cost(cfg, Path(sweep_dir)),
+    }
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
         nonlocal last
         done["epoch"] = int(metrics.get("epoch") or done["epoch"] + 1)
-        metrics = {**metrics, **recovered}
+        metrics = {**metrics, **recovered, **static}
+        if metrics.get("gflops") and metrics.get("val_miou") is not None:
+            metrics["iou_per_gflop"] = metrics["val_miou"] / metrics["gflops"]
+        # the one score ASHA and the study follow (a control's floor is set when the sweep finalises)
+        metrics.update(score_metrics(sweep.objective, metrics, sweep.quality_floor))
         wb.log_epoch(metrics)  # before tune.report: a stopped trial exits inside tune.report
         if (metrics.get("epoch") or 0) >= cfg.train.epochs:
             wb.finish("completed")  # the last epoch: close the W&B run before Tune ends the trial
@@ -205,6 +217,23 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
         finally:
             if restored is not None:
                 shutil.rmtree(restored, ignore_errors=True)
+
+
+def _student_cost(cfg, sweep_dir: Path) -> dict[str, float]:
+    """GFLOPs and batch-1 latency of the trial's student, measured once per sweep (kdseg.bench cache).
+
+    Latency is measured on the trial's device with one thread, beside whatever else the node runs at
+    that moment: compare it between students of one sweep, not across machines.
+    """
+    import torch
+
+    from kdseg.bench import student_cost
+
+    device = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    cost = student_cost(
+        cfg.student, cfg.data.num_classes, tuple(cfg.data.image_size), cache_dir=sweep_dir, device=device
+    )
+    return {"gflops": cost["gflops"], "latency_ms": cost["latency_ms"]}
 
 
 class PruneFinishedCheckpoints(tune.Callback):

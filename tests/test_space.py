@@ -14,6 +14,8 @@ from kdseg.errors import ConfigError
 from kdseg.space import (
     Domain,
     SweepSpec,
+    control_params,
+    controls,
     decode_params,
     describe_trial,
     grid_size,
@@ -437,6 +439,10 @@ def test_quickstart_is_small() -> None:
     assert spec.base_config.data.format == "synthetic" and spec.base_config.train.num_workers == 0
     pairs = {describe_trial(trial_config(spec, p))["student"] for p in initial_points(spec)}
     assert {"Unet/resnet18", "lightweight_unet@0.5"} <= pairs
+    # the no-KD baseline is the control of each student, not a grid point
     modes = {trial_config(spec, p).distill.mode for p in initial_points(spec)}
-    assert "none" in modes
+    assert modes == {"online"}
+    ctl = {describe_trial(trial_config(spec, control_params(spec, c)))["student"]: c for c in controls(spec)}
+    assert set(ctl) == {"Unet/resnet18", "lightweight_unet@0.5"}
+    assert all(trial_config(spec, control_params(spec, c)).distill.mode == "none" for c in ctl.values())
     assert {"distill.temperature", "distill.alpha"} <= set(spec.space)
