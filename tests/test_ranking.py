@@ -18,6 +18,7 @@ from kdseg.ranking import (
     plot_pareto,
     read_leaderboard_csv,
     render_leaderboard,
+    why_no_winner,
     write_leaderboard_csv,
 )
 
@@ -100,8 +101,9 @@ def test_sorting_tiers_and_objectives() -> None:
 
     by_pareto = build_leaderboard(make_rows(), "pareto", max_t=3)
     front = {r["trial_id"] for r in by_pareto if r["pareto"]}
-    assert front == {"stop_hi", "small", "stop_lo"}  # over every trial with a val_miou
-    assert [r["trial_id"] for r in by_pareto][:5] == ["small", "big", "mid", "stop_hi", "stop_lo"]
+    # over the full-budget trials only: stop_hi (0.80 after 1 epoch) does not dominate mid (after 3)
+    assert front == {"big", "mid", "small"}
+    assert [r["trial_id"] for r in by_pareto][:5] == ["big", "mid", "small", "stop_hi", "stop_lo"]
     assert {r["trial_id"] for r in by_pareto[-2:]} == {"err", "div"}
 
     with pytest.raises(ValueError, match="cannot rank by .accuracy."):
@@ -118,10 +120,25 @@ def test_best_row_prefers_finished_trials() -> None:
     ranked = build_leaderboard(make_rows(), "val_miou", max_t=3)
     assert best_row(ranked)["trial_id"] == "big"
     assert best_row(make_rows(), max_t=3)["trial_id"] == "big"  # first finished row in given order
+    # a trial stopped early or failed is never the winner
     only_stopped = [row("s", "stopped", 0.4, 1, 1), row("e", "error", 0.9, 1, 1)]
-    assert best_row(only_stopped)["trial_id"] == "s"
-    assert best_row([row("e", "error", 0.9, 1, 1)])["trial_id"] == "e"
-    assert best_row([row("e", "error", None, 1, 1)]) is None
+    assert best_row(only_stopped) is None and best_row(only_stopped, max_t=3) is None
+    assert "ran the full budget" in why_no_winner(only_stopped, max_t=3)
+    assert best_row([row("e", "error", 0.9, 1, 1)]) is None
+    assert "every trial failed" in why_no_winner([row("e", "error", None, 1, 1)], max_t=3)
+
+
+def test_quality_floor_tier_and_winner() -> None:
+    """A tiny student under the floor ranks after every full-budget student over it, and never wins."""
+    tiny = row("tiny", "completed", 0.045, 150_000, 3, score=0.045 - 0.10, below_floor=True)
+    r18 = row("r18", "completed", 0.128, 14_300_000, 3, score=0.128 / 14.3, below_floor=False)
+    stopped = row("stop", "stopped", 0.12, 14_300_000, 1, score=0.12 / 14.3, below_floor=False)
+    ranked = build_leaderboard([tiny, stopped, r18], "iou_per_mparam", max_t=3)
+    assert [r["trial_id"] for r in ranked] == ["r18", "tiny", "stop"]
+    assert best_row(ranked, max_t=3)["trial_id"] == "r18"
+    assert [r["trial_id"] for r in ranked if r["pareto"]] == ["r18"]  # the front excludes tiny too
+    alone = build_leaderboard([tiny], "iou_per_mparam", max_t=3)
+    assert best_row(alone, max_t=3) is None and "quality floor" in why_no_winner(alone, max_t=3)
 
 
 def test_csv_round_trip(tmp_path: Path) -> None:

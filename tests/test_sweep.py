@@ -66,8 +66,9 @@ def check_consistent(sweep_dir: Path, name: str, n: int) -> list[dict]:
         assert t.state == expected[r["status"]], (r, t.state)
         if r["status"] == "stopped":  # ASHA stops keep their per-epoch values as intermediate values
             assert len(t.intermediate_values) == r["epochs"]
-        if r["status"] == "completed":
-            assert t.value == pytest.approx(r["val_miou"])
+        if r["status"] == "completed":  # the study holds the leaderboard's score
+            assert t.value == pytest.approx(r["score"])
+        assert t.user_attrs.get("kdseg_control", False) == (r["mode"] == "none")
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
     return rows
 
@@ -82,7 +83,8 @@ def test_sweep_end_to_end_export_reproduces(tmp_path, synth_dir):
         assert (sweep_dir / name).exists(), name
     rows = check_consistent(sweep_dir, "e2e", 4)
     assert {r["status"] for r in rows} <= {"completed", "stopped"}
-    assert any(r["mode"] == "none" for r in rows)  # the baseline ran (grid points come first)
+    controls = [r for r in rows if r["mode"] == "none"]
+    assert len(controls) == 1 and controls[0]["epochs"] == 2  # the control ran once, every epoch
     assert rows[0]["status"] == "completed"  # trials that reached max_t rank first
     for r in rows:
         run = sweep_dir / "tune" / r["trial_id"] / "run"
@@ -160,3 +162,105 @@ def test_bad_space_is_refused_before_ray_starts(tmp_path, synth_dir):
     assert out.returncode == 2
     assert "space.yaml" in out.stderr and "distill.alpha" in out.stderr
     assert not (tmp_path / "runs").exists()
+
+
+def _answer_space(folder: Path, synth_dir: Path, *, objective: str, num_samples: int, max_t: int, steps: int):
+    """r34 teaches a UNet-ResNet18 (which learns) and a tiny lightweight UNet (lr 1e-12: cannot learn);
+    the ResNet18 alone is the control."""
+    base = tiny_config(synth_dir, train={"batch_size": 8, "max_steps_per_epoch": steps})
+    (folder / "base.yaml").write_text(yaml.safe_dump(base))
+    space = {
+        "base": "base.yaml",
+        "space": {
+            "pair": {
+                "grid": [
+                    {
+                        "student.arch": "lightweight_unet",
+                        "student.width": 0.25,
+                        "train.lr": 1e-12,
+                        "label": "tiny",
+                    },
+                    {"student.arch": "Unet", "student.encoder": "resnet18", "label": "r18"},
+                    {
+                        "distill.mode": "none",
+                        "student.arch": "Unet",
+                        "student.encoder": "resnet18",
+                        "label": "alone",
+                    },
+                ]
+            },
+            "distill.temperature": {"loguniform": [1, 8]},
+        },
+        "sweep": {
+            "num_samples": num_samples,
+            "objective": objective,
+            "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 2},
+            "resources_per_trial": {"cpu": 1},
+            "max_concurrent": 2,
+            "seed": 0,
+        },
+    }
+    path = folder / "space.yaml"
+    path.write_text(yaml.safe_dump(space))
+    return path
+
+
+def test_the_winner_is_good_and_everyone_names_the_same_one(tmp_path, synth_dir):
+    """Default objective (iou_per_mparam with the quality floor): a 48x smaller student that learned
+    nothing does not win; export, the Optuna study and the leaderboard agree; the control ran once, fully."""
+    space = _answer_space(tmp_path, synth_dir, objective="iou_per_mparam", num_samples=4, max_t=3, steps=6)
+    out = kdseg("sweep", str(space), "--out", str(tmp_path / "runs"), "--name", "answer")
+    assert out.returncode == 0, out.stdout + out.stderr
+    sweep_dir = tmp_path / "runs" / "answer"
+    rows = check_consistent(sweep_dir, "answer", 4)
+    assert rows[0]["student"] == "Unet/resnet18" and rows[0]["status"] == "completed"
+    assert rows[0]["below_floor"] is False
+    tiny = [r for r in rows if r["label"] == "tiny"]
+    assert tiny and all(r["below_floor"] for r in tiny if r["status"] == "completed")
+    assert all(r["rank"] > rows[0]["rank"] for r in tiny)
+    # the control: once, all epochs, and every full-budget KD row of its student has a kd_gain
+    controls = [r for r in rows if r["mode"] == "none"]
+    assert [c["label"] for c in controls] == ["alone"] and controls[0]["epochs"] == 3
+    for r in rows:
+        if r["student"] == "Unet/resnet18" and r["mode"] != "none":
+            assert isinstance(r["kd_gain"], float)
+    # kdseg export and optuna best-trial name the same trial, and the study names its metric
+    exported = kdseg("export", str(sweep_dir), "-o", str(tmp_path / "best.yaml"))
+    assert exported.returncode == 0, exported.stderr
+    study = optuna.load_study(study_name="answer", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert study.metric_names == ["score"]
+    assert study.best_trial.user_attrs["ray_trial_id"] == rows[0]["trial_id"]
+    assert f"answer-{rows[0]['trial_id']}" in (tmp_path / "best.yaml").read_text()
+    assert study.best_trial.user_attrs["label"] == "r18"
+
+
+def test_iou_per_gflop_is_measured_and_ranks(tmp_path, synth_dir):
+    space = _answer_space(tmp_path, synth_dir, objective="iou_per_gflop", num_samples=3, max_t=1, steps=2)
+    out = kdseg("sweep", str(space), "--out", str(tmp_path / "runs"), "--name", "gflop")
+    assert out.returncode == 0, out.stdout + out.stderr
+    rows = read_leaderboard_csv(tmp_path / "runs" / "gflop" / "leaderboard.csv")
+    assert len(rows) == 3
+    for r in rows:
+        assert r["gflops"] > 0 and r["latency_ms"] > 0
+        assert r["iou_per_gflop"] == pytest.approx(r["val_miou"] / r["gflops"])
+    over = [r for r in rows if not r["below_floor"]]
+    assert [r["score"] for r in over] == sorted((r["score"] for r in over), reverse=True)
+    for r in over:
+        assert r["score"] == pytest.approx(r["iou_per_gflop"])
+
+
+def test_pareto_is_a_multi_objective_study(tmp_path, synth_dir):
+    space = _answer_space(tmp_path, synth_dir, objective="pareto", num_samples=3, max_t=1, steps=2)
+    out = kdseg(
+        "sweep", str(space), "--out", str(tmp_path / "runs"), "--name", "front", "--set", "sweep.cost=gflops"
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+    sweep_dir = tmp_path / "runs" / "front"
+    study = optuna.load_study(study_name="front", storage=f"sqlite:///{sweep_dir / 'optuna.db'}")
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+    assert study.metric_names == ["val_miou", "gflops"]
+    rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
+    assert {r["status"] for r in rows} == {"completed"}  # no early stopping in a multi-objective study
+    front = {r["trial_id"] for r in rows if r["pareto"]}
+    best = {t.user_attrs["ray_trial_id"] for t in study.best_trials}
+    assert front == best and front
