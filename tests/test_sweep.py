@@ -164,9 +164,13 @@ def test_bad_space_is_refused_before_ray_starts(tmp_path, synth_dir):
     assert not (tmp_path / "runs").exists()
 
 
-def _answer_space(folder: Path, synth_dir: Path, *, objective: str, num_samples: int, max_t: int, steps: int):
+def _answer_space(
+    folder: Path, synth_dir: Path, *, objective: str, num_samples: int, max_t: int, steps: int, **sweep
+):
     """r34 teaches a UNet-ResNet18 (which learns) and a tiny lightweight UNet (lr 1e-12: cannot learn);
-    the ResNet18 alone is the control."""
+    the ResNet18 alone is the control. ASHA's grace period is max_t: these tests are about the ranking
+    (after a few steps on 48 images, a network that learned nothing can still look as good as one that
+    is learning; the README quickstart shows the floor at ASHA's rungs)."""
     base = tiny_config(synth_dir, train={"batch_size": 8, "max_steps_per_epoch": steps})
     (folder / "base.yaml").write_text(yaml.safe_dump(base))
     space = {
@@ -178,6 +182,7 @@ def _answer_space(folder: Path, synth_dir: Path, *, objective: str, num_samples:
                         "student.arch": "lightweight_unet",
                         "student.width": 0.25,
                         "train.lr": 1e-12,
+                        "train.teacher_lr": 1e-3,  # its teacher learns
                         "label": "tiny",
                     },
                     {"student.arch": "Unet", "student.encoder": "resnet18", "label": "r18"},
@@ -194,10 +199,11 @@ def _answer_space(folder: Path, synth_dir: Path, *, objective: str, num_samples:
         "sweep": {
             "num_samples": num_samples,
             "objective": objective,
-            "asha": {"max_t": max_t, "grace_period": 1, "reduction_factor": 2},
+            "asha": {"max_t": max_t, "grace_period": max_t, "reduction_factor": 2},
             "resources_per_trial": {"cpu": 1},
             "max_concurrent": 2,
             "seed": 0,
+            **sweep,
         },
     }
     path = folder / "space.yaml"
@@ -208,7 +214,10 @@ def _answer_space(folder: Path, synth_dir: Path, *, objective: str, num_samples:
 def test_the_winner_is_good_and_everyone_names_the_same_one(tmp_path, synth_dir):
     """Default objective (iou_per_mparam with the quality floor): a 48x smaller student that learned
     nothing does not win; export, the Optuna study and the leaderboard agree; the control ran once, fully."""
-    space = _answer_space(tmp_path, synth_dir, objective="iou_per_mparam", num_samples=4, max_t=3, steps=6)
+    # the default objective; a floor of half the teacher leaves room for what 18 steps can teach
+    space = _answer_space(
+        tmp_path, synth_dir, objective="iou_per_mparam", num_samples=4, max_t=3, steps=6, quality_floor=0.5
+    )
     out = kdseg("sweep", str(space), "--out", str(tmp_path / "runs"), "--name", "answer")
     assert out.returncode == 0, out.stdout + out.stderr
     sweep_dir = tmp_path / "runs" / "answer"
