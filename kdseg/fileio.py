@@ -36,9 +36,31 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
             if "b" in mode:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, Path(tmp))  # before the unlink frees the space again
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            from kdseg.errors import DiskFullError
+
+            raise DiskFullError(path) from e
         raise
+
+
+def _disk_full(err: BaseException, tmp: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT, or a library's own write error
+    (torch.save reports ``[enforce fail at inline_container.cc] ... file write failed``) on a
+    file system with no room left."""
+    import errno
+
+    if isinstance(err, OSError):
+        return err.errno in (errno.ENOSPC, errno.EDQUOT)
+    if not isinstance(err, RuntimeError) or "write" not in str(err):
+        return False
+    try:
+        st = os.statvfs(tmp.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20  # under 1 MiB left: the write failed for want of space
 
 
 def require_writable(folder: str | os.PathLike, what: str = "output") -> None:
