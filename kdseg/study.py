@@ -66,7 +66,9 @@ def open_storage(url: str):
                 continue
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
             hint = "" if "password" not in first else _PASSWORD_HINT
-            raise ConfigError(f"storage: cannot open {redact(url)}: {scrub(first, url)}{hint}") from None
+            raise ConfigError(
+                f"storage: cannot open {redact(with_password(url))}: {scrub(first, url)}{hint}"
+            ) from None
     raise AssertionError("unreachable")
 
 
