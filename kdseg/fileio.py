@@ -47,14 +47,19 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
 
 
 def _disk_full(err: BaseException, tmp: Path) -> bool:
-    """Whether a failed write ran out of space: ENOSPC/EDQUOT, or a library's own write error
-    (torch.save reports ``[enforce fail at inline_container.cc] ... file write failed``) on a
-    file system with no room left."""
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT anywhere in the exception chain, or a
+    library's own write error (torch.save: ``[enforce fail at inline_container.cc] ...``) on a file
+    system with no room left."""
     import errno
 
-    if isinstance(err, OSError):
-        return err.errno in (errno.ENOSPC, errno.EDQUOT)
-    if not isinstance(err, RuntimeError) or "write" not in str(err):
+    e: BaseException | None = err
+    for _ in range(10):
+        if e is None:
+            break
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    if not isinstance(err, RuntimeError):
         return False
     try:
         st = os.statvfs(tmp.parent)
