@@ -202,7 +202,9 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 def cmd_resume(args: argparse.Namespace) -> int:
     from kdseg.sweep import resume_sweep
 
-    return _print_sweep_result(resume_sweep(args.sweep_dir, address=args.address, verbose=args.verbose))
+    return _print_sweep_result(
+        resume_sweep(args.sweep_dir, address=args.address, verbose=args.verbose, storage=args.storage)
+    )
 
 
 def _print_sweep_result(result) -> int:
@@ -297,6 +299,12 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("sweep_dir", help="the sweep folder (runs/NAME)")
     r.add_argument("--address", help="join a Ray cluster instead of local Ray")
     r.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    r.add_argument(
+        "--storage",
+        metavar="URL",
+        help="the sweep's database URL again, with its password (never stored; PGPASSWORD or ~/.pgpass "
+        "also work)",
+    )
     r.set_defaults(func=cmd_resume)
 
     e = sub.add_parser("export", help="write the best trial's complete training config")

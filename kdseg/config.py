@@ -264,9 +264,39 @@ class KDConfig(Strict):
 # --------------------------------------------------------------------------------------------- I/O
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """``yaml.SafeLoader`` that refuses aliases (``*name``) as it reads them.
+
+    An alias shares a node; nested aliases grow exponentially when the data is copied or written
+    (the "billion laughs" bomb). kdseg's files never need them, so they are refused at load time.
+    """
+
+    def compose_node(self, parent, index):
+        if self.check_event(yaml.events.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(
+                None,
+                None,
+                f"YAML aliases (*{event.anchor}) are not accepted in kdseg files; write the value out",
+                event.start_mark,
+            )
+        return super().compose_node(parent, index)
+
+
+def safe_load(text: str) -> Any:
+    """``yaml.safe_load`` without aliases (see :class:`_NoAliasLoader`)."""
+    loader = _NoAliasLoader(text)
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load``; a clear ConfigError for any problem."""
+    """Read a YAML mapping with ``safe_load`` (aliases refused); a clear ConfigError for any problem."""
     path = Path(path)
+    if path.is_dir():
+        raise ConfigError(f"{path}: is a folder, expected a YAML file")
     try:
         text = path.read_text()
     except FileNotFoundError:
@@ -274,7 +304,7 @@ def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
     except OSError as e:
         raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
     try:
-        doc = yaml.safe_load(text)
+        doc = safe_load(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
@@ -296,7 +326,9 @@ def parse_override(item: str) -> tuple[str, Any]:
     if not key:
         raise ConfigError(f"--set {item!r}: empty key")
     try:
-        value = yaml.safe_load(raw) if raw.strip() else None
+        value = safe_load(raw) if raw.strip() else None
+    except yaml.composer.ComposerError as e:
+        raise ConfigError(f"--set {key}: {e.problem}") from None
     except yaml.YAMLError:
         value = raw
     if isinstance(value, float) or _looks_like_float(raw):
@@ -386,8 +418,42 @@ def resolve_paths(cfg: KDConfig, base: Path | None = None) -> KDConfig:
 
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> KDConfig:
     """Read, override and validate a training config file."""
-    doc = apply_overrides(read_yaml(path), overrides)
-    return validate_config(doc, source=str(path))
+    doc = read_yaml(path)
+    if "space" in doc and ("base" in doc or "base_config" in doc):
+        raise ConfigError(
+            f"{path}: this is a search space, not a training config; run it with kdseg-sweep {path}, "
+            f"or train its base config"
+        )
+    return validate_overridden(doc, overrides, source=str(path))
+
+
+def validate_overridden(doc: Mapping[str, Any], overrides: Iterable, source: str) -> KDConfig:
+    """Validate ``doc`` with ``overrides`` applied; a bad value that came from ``--set KEY`` is blamed on
+    ``--set KEY``, one that was in the file on the file (``source``)."""
+    overrides = list(overrides)
+    merged = apply_overrides(doc, overrides)
+    try:
+        return validate_config(merged, source=source)
+    except ConfigError as err:
+        if not overrides:
+            raise
+        try:
+            validate_config(doc, source=source)
+        except ConfigError:
+            raise err from None  # the file is wrong by itself
+        keys = [(parse_override(o) if isinstance(o, str) else o)[0] for o in overrides]
+        try:
+            KDConfig.model_validate(dict(merged))
+        except ValidationError as e:
+            lines = []
+            for line in format_validation_error(e, "").splitlines():
+                loc = line.removeprefix(": ").split(": ", 1)[0]
+                key = next(
+                    (k for k in keys if loc == k or loc.startswith(k + ".") or k.startswith(loc)), None
+                )
+                lines.append(f"--set {key or loc}: {line.removeprefix(': ').split(': ', 1)[-1]} ({source})")
+            raise ConfigError("\n".join(lines)) from None
+        raise err from None
 
 
 def config_to_dict(cfg: KDConfig) -> dict[str, Any]:

@@ -28,3 +28,18 @@ class CheckpointError(KdsegError):
 
 class WeightsError(KdsegError):
     """Pretrained weights could not be obtained (offline machine, missing file)."""
+
+
+class DiskFullError(KdsegError, OSError):
+    """A write failed because the file system is full (ENOSPC) or over quota; names the path."""
+
+    exit_code = 1  # not bad input: free space, then `kdseg resume` continues
+
+    def __init__(self, path):
+        import errno
+
+        OSError.__init__(self, errno.ENOSPC, "no space left on device", str(path))
+        self.path = str(path)
+
+    def __str__(self) -> str:
+        return f"no space left on device: {self.path}"

@@ -36,9 +36,36 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
             if "b" in mode:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
+        full = _disk_full(e, Path(tmp))  # before the unlink frees the space again
         Path(tmp).unlink(missing_ok=True)
+        if full:
+            from kdseg.errors import DiskFullError
+
+            raise DiskFullError(path) from e
         raise
+
+
+def _disk_full(err: BaseException, tmp: Path) -> bool:
+    """Whether a failed write ran out of space: ENOSPC/EDQUOT anywhere in the exception chain, or a
+    library's own write error (torch.save: ``[enforce fail at inline_container.cc] ...``) on a file
+    system with no room left."""
+    import errno
+
+    e: BaseException | None = err
+    for _ in range(10):
+        if e is None:
+            break
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        e = e.__cause__ or e.__context__
+    if not isinstance(err, RuntimeError):
+        return False
+    try:
+        st = os.statvfs(tmp.parent)
+    except OSError:
+        return False
+    return st.f_bavail * st.f_frsize < 1 << 20  # under 1 MiB left: the write failed for want of space
 
 
 def require_writable(folder: str | os.PathLike, what: str = "output") -> None:

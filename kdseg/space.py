@@ -117,6 +117,7 @@ from kdseg.config import (
     read_yaml,
     set_dotted,
     validate_config,
+    validate_overridden,
 )
 from kdseg.errors import ConfigError
 from kdseg.faults import FaultRule
@@ -165,6 +166,18 @@ RESERVED_KEYS = {
 GROUP_LABEL = "label"
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_sweep_name(name: str, where: str) -> str:
+    """The one rule for sweep names (``--name``, a space file's ``name:``, ``kdseg submit --name``)."""
+    if not isinstance(name, str) or not _SWEEP_NAME.match(name):
+        raise ConfigError(
+            f"{where}: sweep name {name!r}: must be a plain folder name (letters, digits, . _ -; "
+            f"starting with a letter or digit)"
+        )
+    return name
+
+
 _URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 _PRIMITIVES = (type(None), bool, int, float, str)
 
@@ -418,15 +431,28 @@ def _load(doc: dict[str, Any], path: Path, overrides: Iterable[str | tuple[str, 
                 f"{src}: base: missing; name the training config to search (relative to this file)"
             )
         base_path = _resolve_base_path(raw.base, path)
+        if base_path.is_dir():
+            raise ConfigError(f"{src}: base: {base_path} is a folder; name the training config file in it")
         if not base_path.is_file():
             raise ConfigError(f"{src}: base: file not found: {base_path}")
         base_src = str(base_path)
         base_doc = read_yaml(base_path)
+        if "space" in base_doc and "base" in base_doc:
+            raise ConfigError(
+                f"{src}: base: {base_path} is a search space, not a training config; base names the "
+                f"training config every trial starts from"
+            )
     try:
-        base_doc = apply_overrides(base_doc, base_ov)
+        apply_overrides(base_doc, base_ov)
     except ConfigError as e:
         raise ConfigError(f"{src}: --set: {e}") from None
-    base_config = validate_config(base_doc, source=base_src)
+    try:
+        base_config = validate_overridden(base_doc, base_ov, source=base_src)
+    except ConfigError as e:
+        text = str(e)
+        if text.startswith("--set "):
+            raise ConfigError("\n".join(f"{src}: {line}" for line in text.splitlines())) from None
+        raise
 
     # -- sweep settings that depend on the base
     sweep = raw.sweep.model_copy(deep=True)
@@ -438,8 +464,8 @@ def _load(doc: dict[str, Any], path: Path, overrides: Iterable[str | tuple[str, 
             f"({sweep.asha.max_t}); need max_t >= grace_period >= 1"
         )
     storage = _check_storage(raw.storage, src)
-    if raw.name is not None and not _SWEEP_NAME.match(raw.name):
-        raise ConfigError(f"{src}: name: {raw.name!r} is not a folder name (letters, digits, . _ -)")
+    if raw.name is not None:
+        check_sweep_name(raw.name, f"{src}: name")
 
     # -- domains
     if not raw.space:
@@ -527,9 +553,13 @@ def _check_storage(storage: str | None, src: str) -> str | None:
             raise ConfigError(f"{src}: storage: journal: needs a file path, e.g. journal:runs/optuna.log")
         return "journal:" + str(Path(target).expanduser().resolve())
     if _URL.match(storage):
-        return storage
+        from kdseg.dburl import strip_password
+
+        return strip_password(storage)  # the password stays in memory, never in the spec (kdseg.dburl)
+    from kdseg.dburl import redact
+
     raise ConfigError(
-        f"{src}: storage: {storage!r} is neither an SQLAlchemy URL (sqlite:///optuna.db, "
+        f"{src}: storage: {redact(storage)!r} is neither an SQLAlchemy URL (sqlite:///optuna.db, "
         "postgresql://user@host/db) nor journal:PATH; use null for the sweep folder's optuna.db"
     )
 

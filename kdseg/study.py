@@ -28,6 +28,7 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import unflatten_dict
 
+from kdseg.dburl import redact, scrub, strip_password, with_password
 from kdseg.errors import ConfigError
 from kdseg.selection import CONTROL_KEY
 
@@ -58,16 +59,45 @@ def open_storage(url: str):
     db_file = sqlite_file(url)
     if db_file is not None and not db_file.parent.is_dir():
         raise ConfigError(f"storage: {url}: folder {db_file.parent} does not exist")
+    url = strip_password(url)  # the password stays in memory (kdseg.dburl), never in a pickle
+    driver_url = strip_password(_driver_url(with_password(url)))
     for attempt in range(_SCHEMA_RACE_ATTEMPTS):
         try:
-            return optuna.storages.RDBStorage(_driver_url(url), engine_kwargs=_engine_kwargs(url))
+            return SecretFreeRDBStorage(driver_url, engine_kwargs=_engine_kwargs(url))
         except Exception as e:  # sqlalchemy raises many kinds; every one means "cannot use this storage"
             if _schema_race(e, url) and attempt + 1 < _SCHEMA_RACE_ATTEMPTS:
                 time.sleep(0.2 * (attempt + 1) + random.random() * 0.3)
                 continue
             first = str(e).strip().splitlines()[0][:300] if str(e).strip() else type(e).__name__
-            raise ConfigError(f"storage: cannot open {_redact(url)}: {first}") from None
+            hint = "" if "password" not in first else _PASSWORD_HINT
+            raise ConfigError(
+                f"storage: cannot open {redact(with_password(url))}: {scrub(first, url)}{hint}"
+            ) from None
     raise AssertionError("unreachable")
+
+
+_PASSWORD_HINT = (
+    " (kdseg never stores a database password: give it in PGPASSWORD or ~/.pgpass, or the full URL again "
+    "with kdseg resume --storage URL)"
+)
+
+
+class SecretFreeRDBStorage(optuna.storages.RDBStorage):
+    """Optuna's RDBStorage whose pickled state (Ray's tuner.pkl, the searcher state) holds no password.
+
+    ``url`` is password-free; the password remembered by :mod:`kdseg.dburl` in this process is added
+    only to the URL the engine connects with. Unpickled in another process, it connects without one
+    (libpq then reads ``PGPASSWORD`` or ``~/.pgpass``).
+    """
+
+    def __init__(self, url: str, **kwargs):
+        super().__init__(with_password(url), **kwargs)
+        self.url = url
+
+    def __setstate__(self, state: dict) -> None:
+        clean = state["url"]
+        super().__setstate__({**state, "url": with_password(clean)})
+        self.url = clean
 
 
 # --- database servers (PostgreSQL, MySQL) shared by several sweeps -------------------------------
@@ -105,16 +135,6 @@ def _engine_kwargs(url: str) -> dict[str, Any]:
     return {"pool_pre_ping": True, "connect_args": {"connect_timeout": CONNECT_TIMEOUT_S}}
 
 
-def _redact(url: str) -> str:
-    """Hide a password in ``scheme://user:password@host``."""
-    if "@" in url and "://" in url:
-        scheme, rest = url.split("://", 1)
-        cred, host = rest.rsplit("@", 1)
-        user = cred.split(":", 1)[0]
-        return f"{scheme}://{user}:***@{host}" if ":" in cred else url
-    return url
-
-
 def sqlite_file(url: str) -> Path | None:
     """The database file of an SQLite URL (``sqlite:////abs/x.db``, ``sqlite:///rel.db``); else None."""
     if not url.startswith("sqlite:///"):
@@ -143,7 +163,7 @@ def check_new_study(url: str, name: str) -> None:
             return
     if study_exists(open_storage(url), name):
         raise ConfigError(
-            f"storage {_redact(url)!r}: a study named {name!r} exists already; pass --name to start "
+            f"storage {redact(url)!r}: a study named {name!r} exists already; pass --name to start "
             f"another sweep, or resume the existing one"
         )
 

@@ -159,7 +159,7 @@ def plan_job(
 ) -> JobPlan:
     """Validate a space file locally and build the Ray job that runs it (nothing is sent)."""
     from kdseg.config import read_yaml
-    from kdseg.space import load_space
+    from kdseg.space import check_sweep_name, load_space
 
     space_path = Path(space).expanduser()
     if not space_path.is_file():
@@ -167,8 +167,7 @@ def plan_job(
     space_path = space_path.resolve()
     spec = load_space(space_path, list(overrides))  # bad input fails here, exit 2, nothing submitted
     name = name or spec.name or space_path.stem
-    if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name):
-        raise ConfigError(f"--name {name!r}: must be a plain folder name (letters, digits, . _ -)")
+    check_sweep_name(name, "--name")
 
     root = Path(working_dir).expanduser().resolve() if working_dir else find_project_root(space_path)
     if not root.is_dir():

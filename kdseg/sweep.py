@@ -17,6 +17,7 @@ Folder layout (``ROOT/NAME``)::
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -26,11 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.config import dump_yaml
-from kdseg.errors import ConfigError, KdsegError
+from kdseg.errors import ConfigError, DiskFullError, KdsegError
 from kdseg.export import LEADERBOARD, TUNE_DIR, trial_run_dir
 from kdseg.fileio import require_writable
 
 SPEC_FILE = "sweep.yaml"
+LOCK_FILE = ".driver.lock"  # flock-ed by the one driver of the sweep, for its whole life
 
 
 @dataclass
@@ -69,11 +71,12 @@ def plan_sweep(
     from kdseg.study import check_new_study, storage_url
 
     spec = load_space(space_path, overrides)
+    where = "--name" if name else (f"{space_path}: name" if spec.name else f"{space_path}: its file name")
     name = name or spec.name or Path(space_path).stem
-    _check_name(name)
+    _check_name(name, where)
     sweep_dir = (Path(out_root) / name).resolve()
     _check_data_keys(spec, space_path)
-    if sweep_dir.exists() and any(sweep_dir.iterdir()):
+    if sweep_dir.exists() and any(p.name != LOCK_FILE for p in sweep_dir.iterdir()):
         raise KdsegError(
             f"{sweep_dir}: a sweep named {name!r} exists already; `kdseg resume {sweep_dir}` continues it, "
             f"or pass --name to start another"
@@ -101,9 +104,10 @@ def _load_data(cfg, source):
         raise DatasetError(f"{source}: data: {e}") from None
 
 
-def _check_name(name: str) -> None:
-    if not name or any(c in name for c in "/\\") or name in (".", ".."):
-        raise ConfigError(f"sweep name {name!r}: must be a plain folder name")
+def _check_name(name: str, where: str = "--name") -> None:
+    from kdseg.space import check_sweep_name
+
+    check_sweep_name(name, where)
 
 
 def _check_data_keys(spec, source) -> None:
@@ -270,62 +274,247 @@ def _scheduler(s):
 
 def run_sweep(plan: SweepPlan) -> SweepResult:
     """Run a planned sweep to the end and write its leaderboard and best config."""
+    from kdseg.preflight import preflight
     from kdseg.space import spec_to_dict
 
     started = time.perf_counter()
     data = _load_data(plan.spec.base_config.data, plan.spec.base)  # dataset errors before Ray starts
+    preflight(plan.spec, plan.address)  # checkpoints, pretrained weights, resources: before any folder
     created = [p for p in (plan.sweep_dir, *plan.sweep_dir.parents) if not p.exists()]
-    plan.sweep_dir.mkdir(parents=True, exist_ok=True)
+    claim = claim_sweep(plan.sweep_dir, new=True)  # a second driver stops here, having touched nothing
     try:
-        dump_yaml(
-            {**spec_to_dict(plan.spec), "sweep_name": plan.name, "storage_url": plan.storage_url},
-            plan.sweep_dir / SPEC_FILE,
-        )
-        _init_ray(plan.address, plan.verbose)
-        tuner, _ = _tuner(plan, data, restore=False)
-    except BaseException:
-        shutil.rmtree(plan.sweep_dir, ignore_errors=True)  # nothing half-written
-        for folder in created[1:]:  # nor the empty folders made for it (--out ROOT)
-            try:
-                folder.rmdir()
-            except OSError:
-                break
-        raise
-    results = tuner.fit()
-    return finalize(plan, results, started)
+        try:
+            dump_yaml(
+                {**spec_to_dict(plan.spec), "sweep_name": plan.name, "storage_url": plan.storage_url},
+                plan.sweep_dir / SPEC_FILE,
+            )
+            _init_ray(plan.address, plan.verbose)
+            tuner, _ = _tuner(plan, data, restore=False)
+        except BaseException:
+            shutil.rmtree(plan.sweep_dir, ignore_errors=True)  # nothing half-written
+            for folder in created[1:]:  # nor the empty folders made for it (--out ROOT)
+                try:
+                    folder.rmdir()
+                except OSError:
+                    break
+            raise
+        results = _fit(plan, tuner)
+        return _storage_errors(plan, lambda: finalize(plan, results, started))
+    finally:
+        claim.release()
 
 
 def resume_sweep(
-    sweep_dir: str | os.PathLike, *, address: str | None = None, verbose: bool = False
+    sweep_dir: str | os.PathLike,
+    *,
+    address: str | None = None,
+    verbose: bool = False,
+    storage: str | None = None,
 ) -> SweepResult:
-    """Continue an interrupted sweep from its folder (same storage, same study)."""
+    """Continue an interrupted sweep from its folder (same storage, same study).
+
+    ``storage`` is the sweep's storage URL given again, with its password (which is never stored).
+    """
     from ray import tune
 
+    from kdseg.dburl import redact, remember, same_database
     from kdseg.space import load_resolved
+    from kdseg.study import open_storage
 
     sweep_dir = Path(sweep_dir).resolve()
     spec_file = sweep_dir / SPEC_FILE
     if not spec_file.exists():
         raise KdsegError(f"{sweep_dir}: not a kdseg sweep folder (no {SPEC_FILE})")
-    if not tune.Tuner.can_restore(str(sweep_dir / TUNE_DIR)):
-        raise KdsegError(f"{sweep_dir / TUNE_DIR}: no Ray Tune experiment state to resume from")
-    spec = load_resolved(spec_file)
-    extra = spec.extra
-    plan = SweepPlan(
-        spec=spec,
-        name=extra["sweep_name"],
-        sweep_dir=sweep_dir,
-        storage_url=extra["storage_url"],
-        address=address,
-        verbose=verbose,
-        resume=True,
+    claim = claim_sweep(sweep_dir, new=False)  # refused while the sweep's driver is alive
+    try:
+        if not tune.Tuner.can_restore(str(sweep_dir / TUNE_DIR)):
+            raise KdsegError(f"{sweep_dir / TUNE_DIR}: no Ray Tune experiment state to resume from")
+        spec = load_resolved(spec_file)
+        extra = spec.extra
+        url = extra["storage_url"]
+        if storage is not None:
+            if not same_database(storage, url):
+                raise ConfigError(
+                    f"--storage {redact(storage)}: not the storage of this sweep ({redact(url)}, {spec_file})"
+                )
+            remember(storage)  # its password, for this process only
+        open_storage(url)  # unreachable, or no password: refused before Ray starts
+        plan = SweepPlan(
+            spec=spec,
+            name=extra["sweep_name"],
+            sweep_dir=sweep_dir,
+            storage_url=url,
+            address=address,
+            verbose=verbose,
+            resume=True,
+        )
+        started = time.perf_counter()
+        data = _load_data(spec.base_config.data, spec_file)
+        set_aside_broken_state(sweep_dir / TUNE_DIR)
+        _init_ray(address, verbose)
+        tuner, _ = _tuner(plan, data, restore=True)
+        results = _fit(plan, tuner)
+        return _storage_errors(plan, lambda: finalize(plan, results, started))
+    finally:
+        claim.release()
+
+
+# ------------------------------------------------------------------------ claim, finalisation
+
+
+class SweepClaim:
+    """An exclusive ``flock`` on ``SWEEP_DIR/.driver.lock``, held while a driver runs the sweep.
+
+    The kernel drops it when the driver dies (even SIGKILL), so a crashed sweep can be resumed, and
+    a sweep whose driver is alive cannot be run or resumed a second time.
+    """
+
+    def __init__(self, fd: int, path: Path):
+        self._fd, self.path = fd, path
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing drops the flock
+            self._fd = None
+
+
+def claim_sweep(sweep_dir: Path, *, new: bool) -> SweepClaim:
+    """Claim ``sweep_dir`` for this driver, or refuse (exit 2) without changing anything in it.
+
+    ``new``: the folder is created (``mkdir``) and must hold nothing but the lock once claimed; a
+    second driver that started at the same moment loses the lock and stops.
+    """
+    import fcntl
+
+    if new:
+        sweep_dir.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            sweep_dir.mkdir()
+        except FileExistsError:
+            pass  # maybe empty; the lock below decides
+    lock = sweep_dir / LOCK_FILE
+    try:
+        fd = os.open(lock, os.O_RDWR | os.O_CREAT, 0o644)
+    except OSError as e:
+        raise KdsegError(f"{lock}: cannot open the sweep's lock file ({e.strerror})") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        holder = _lock_holder(fd)
+        os.close(fd)
+        raise KdsegError(
+            f"{sweep_dir}: another kdseg driver{holder} is running this sweep; wait for it to end "
+            f"(or stop it), then `kdseg resume {sweep_dir}`"
+        ) from None
+    if new and any(p.name != LOCK_FILE for p in sweep_dir.iterdir()):
+        os.close(fd)
+        raise KdsegError(
+            f"{sweep_dir}: a sweep named {sweep_dir.name!r} exists already; `kdseg resume {sweep_dir}` "
+            f"continues it, or pass --name to start another"
+        )
+    os.ftruncate(fd, 0)
+    os.pwrite(fd, f"{os.getpid()} {os.uname().nodename}\n".encode(), 0)
+    return SweepClaim(fd, lock)
+
+
+def _lock_holder(fd: int) -> str:
+    try:
+        pid, host = os.pread(fd, 200, 0).decode().split()[:2]
+        return f" (pid {int(pid)} on {host})"
+    except (OSError, ValueError, UnicodeDecodeError):
+        return ""
+
+
+def _fit(plan: SweepPlan, tuner):
+    """``tuner.fit()``; whatever ends it early (an exception, Ctrl-C, a full disk), no Optuna trial is
+    left RUNNING, and a full disk is reported as such, with its path."""
+    try:
+        return tuner.fit()
+    except BaseException as e:
+        reason = f"sweep interrupted ({type(e).__name__}: {str(e).strip()[:200]}); kdseg resume continues it"
+        _close_running_quietly(plan, reason)
+        full = _disk_full(e, plan.sweep_dir)
+        if full is not None:
+            raise full from e
+        raise
+
+
+def _close_running_quietly(plan: SweepPlan, reason: str) -> None:
+    from kdseg.study import close_running, open_storage
+
+    try:
+        n = close_running(open_storage(plan.storage_url), plan.name, reason)
+    except Exception as e:  # the database may be what failed; say so, keep the first error
+        logging.getLogger(__name__).warning("could not close the running Optuna trials: %s", e)
+        return
+    if n:
+        logging.getLogger(__name__).warning("%d running Optuna trial(s) marked FAIL: %s", n, reason)
+
+
+def _storage_errors(plan: SweepPlan, step):
+    """Run ``step``; a full disk becomes "no space left on device: PATH"."""
+    try:
+        return step()
+    except BaseException as e:
+        full = _disk_full(e, plan.sweep_dir)
+        if full is not None:
+            raise full from e
+        raise
+
+
+def _disk_full(err: BaseException, where: Path) -> DiskFullError | None:
+    """A :class:`DiskFullError` naming the file if ``err`` (or its cause) is ENOSPC/EDQUOT, else None."""
+    seen = 0
+    while err is not None and seen < 10:
+        if isinstance(err, DiskFullError):
+            return err
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFullError(err.filename or where)
+        if "No space left on device" in str(err):
+            return DiskFullError(where)
+        err, seen = err.__cause__ or err.__context__, seen + 1
+    return None
+
+
+def set_aside_broken_state(tune_dir: Path) -> list[Path]:
+    """Move Ray's searcher state files that a crash left empty or unreadable to ``tune/broken-state/``.
+
+    Ray restores the newest readable state then (an earlier session's), or, with none, sets the
+    searcher up again from the study in storage. Returns what was moved.
+    """
+    import pickle
+
+    import ray.cloudpickle as cloudpickle
+
+    moved = []
+    for pattern in ("search_gen_state-*.json", "searcher-state-*.pkl"):
+        for f in sorted(tune_dir.glob(pattern)):
+            try:
+                with f.open("rb") as fh:
+                    (cloudpickle if pattern.endswith("json") else pickle).load(fh)
+                continue
+            except Exception:  # empty, truncated, or written by something else
+                pass
+            dest = tune_dir / "broken-state" / f.name
+            dest.parent.mkdir(exist_ok=True)
+            shutil.move(str(f), str(dest))
+            moved.append(dest)
+    if moved:
+        logging.getLogger(__name__).warning(
+            "set aside unreadable searcher state (a crash left it): %s", ", ".join(p.name for p in moved)
+        )
+    # a searcher file without its generator file (or the reverse) cannot be restored alone
+    gens, searchers = (
+        list(tune_dir.glob("search_gen_state-*.json")),
+        list(tune_dir.glob("searcher-state-*.pkl")),
     )
-    started = time.perf_counter()
-    data = _load_data(spec.base_config.data, spec_file)
-    _init_ray(address, verbose)
-    tuner, _ = _tuner(plan, data, restore=True)
-    results = tuner.fit()
-    return finalize(plan, results, started)
+    if bool(gens) != bool(searchers):
+        for f in gens + searchers:
+            dest = tune_dir / "broken-state" / f.name
+            dest.parent.mkdir(exist_ok=True)
+            shutil.move(str(f), str(dest))
+            moved.append(dest)
+    return moved
 
 
 # ------------------------------------------------------------------------------------- results

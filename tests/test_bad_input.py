@@ -223,8 +223,8 @@ def _resume_not_a_sweep(w: Work):
 def _train_bad_value(w: Work):
     w.write()
     return ["train", str(w.base), "--out", str(w.root / "run"), "--set", "train.optimizer=lion"], [
-        "base.yaml",
-        "train.optimizer",
+        "--set train.optimizer",
+        "lion",
     ]
 
 
@@ -240,6 +240,88 @@ def _synth_bad_size(w: Work):
 
 def _export_no_sweep(w: Work):
     return ["export", str(w.root / "nothing")], [str(w.root / "nothing"), "no such sweep folder"]
+
+
+# ------------------------------------------------------------------------------ reliability (issue 15)
+
+
+def _alias_bomb(w: Work):
+    """faults[].when accepts any value: nested aliases would expand to 9**9 items once copied."""
+    w.write()
+    lines = ['a0: &a0 ["x","x","x","x","x","x","x","x","x"]']
+    for i in range(1, 9):
+        lines.append(f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]")
+    text = w.space.read_text() + "bomb:\n" + "\n".join("  " + line for line in lines) + "\n"
+    text += "faults:\n- {when: {distill.alpha: *a8}, epoch: 1, action: raise}\n"
+    w.space.write_text(text)
+    argv = ["sweep", str(w.space), "--out", str(w.out), "--name", "s1"]
+    return argv, ["space.yaml", "line", "YAML aliases (*a0) are not accepted"]
+
+
+def _alias_in_base(w: Work):
+    w.write()
+    w.base.write_text(w.base.read_text() + "x: &anchor {lr: 0.1}\ny: *anchor\n")
+    return ["sweep", str(w.space), "--out", str(w.out), "--name", "s1"], ["base.yaml", "YAML aliases"]
+
+
+def _base_is_folder(w: Work):
+    (w.root / "configs").mkdir()
+    w.space_doc["base"] = "configs"
+    return w.sweep(), ["space.yaml", "base:", "is a folder"]
+
+
+def _base_is_space(w: Work):
+    w.write()
+    (w.root / "other_space.yaml").write_text(w.space.read_text())
+    w.space_doc["base"] = "other_space.yaml"
+    return w.sweep(), ["space.yaml", "other_space.yaml is a search space, not a training config"]
+
+
+def _train_a_space(w: Work):
+    w.write()
+    return ["train", str(w.space), "--out", str(w.root / "run")], [
+        "space.yaml",
+        "this is a search space, not a training config",
+    ]
+
+
+def _truncated_checkpoint(w: Work):
+    import torch
+
+    from kdseg.config import validate_config
+    from kdseg.models import build_model
+
+    cfg = validate_config(w.base_doc)
+    path = w.root / "teacher.pt"
+    torch.save(build_model(cfg.teacher, cfg.data.num_classes).state_dict(), path)
+    path.write_bytes(path.read_bytes()[: path.stat().st_size // 2])
+    w.base_doc["teacher"]["checkpoint"] = str(path)
+    return w.sweep(), ["space.yaml", "teacher.checkpoint", "teacher.pt", "truncated or corrupt"]
+
+
+def _mismatched_checkpoint(w: Work):
+    import torch
+
+    from kdseg.models import LightweightUNet
+
+    path = w.root / "student.pt"
+    torch.save(LightweightUNet(5, width=0.25).state_dict(), path)  # 5 classes, the config has 13
+    w.base_doc["student"]["checkpoint"] = str(path)
+    return w.sweep(), ["space.yaml", "student.checkpoint", "does not fit"]
+
+
+def _unsafe_checkpoint(w: Work):
+    import torch
+
+    path = w.root / "teacher.pt"
+    torch.save({"model": __import__("collections").OrderedDict(), "obj": Path("/")}, path)
+    w.base_doc["teacher"]["checkpoint"] = str(path)
+    return w.sweep(), ["space.yaml", "teacher.checkpoint", "cannot be loaded safely"]
+
+
+def _storage_password_query(w: Work):
+    url = "postgresql://nobody@127.0.0.1:1/x?password=hunter2secret&connect_timeout=2"
+    return w.storage(url), ["space.yaml", "cannot open postgresql://nobody@127.0.0.1:1/x"]
 
 
 CASES = [
@@ -504,7 +586,7 @@ CASES = [
         "cli-set-wrong-type",
         "cli",
         "--set train.batch_size=abc",
-        lambda w: (w.sweep("--set", "train.batch_size=abc"), ["base.yaml", "train.batch_size", "integer"]),
+        lambda w: (w.sweep("--set", "train.batch_size=abc"), ["--set train.batch_size", "integer"]),
     ),
     Case(
         "cli-bad-name",
@@ -531,6 +613,51 @@ CASES = [
     Case("cli-train-missing-data", "cli", "kdseg train, data.root missing", _train_missing_data),
     Case("cli-synth-bad-size", "cli", "kdseg data synth --size 4x4", _synth_bad_size),
     Case("cli-export-no-sweep", "cli", "kdseg export on a missing folder", _export_no_sweep),
+    # ---- reliability (issue 15): refused before any folder exists, before Ray starts
+    Case("config-yaml-alias", "config", "base.yaml uses an anchor and an alias", _alias_in_base),
+    Case("space-alias-bomb", "space", "faults[].when: a nested YAML alias bomb", _alias_bomb),
+    Case("space-base-is-folder", "space", "base: a folder", _base_is_folder),
+    Case("space-base-is-a-space", "space", "base: another search space", _base_is_space),
+    Case("cli-train-a-space-file", "cli", "kdseg train SPACE.yaml", _train_a_space),
+    Case("config-truncated-checkpoint", "config", "teacher.checkpoint cut in half", _truncated_checkpoint),
+    Case("config-mismatched-checkpoint", "config", "student.checkpoint of 5 classes", _mismatched_checkpoint),
+    Case(
+        "config-unsafe-checkpoint", "config", "teacher.checkpoint holds a pickled object", _unsafe_checkpoint
+    ),
+    Case(
+        "sweep-more-gpus-than-here",
+        "space",
+        "resources_per_trial.gpu: 64 on local Ray",
+        lambda w: (
+            w.sweep_set(resources_per_trial={"cpu": 1, "gpu": 64}),
+            ["space.yaml", "sweep.resources_per_trial.gpu", "no trial could start"],
+        ),
+    ),
+    Case(
+        "sweep-more-cpus-than-here",
+        "space",
+        "resources_per_trial.cpu: 4096 on local Ray",
+        lambda w: (
+            w.sweep_set(resources_per_trial={"cpu": 4096}),
+            ["space.yaml", "sweep.resources_per_trial.cpu", "no trial could start"],
+        ),
+    ),
+    Case("storage-password-in-query", "storage", "?password= in an unreachable URL", _storage_password_query),
+    Case(
+        "cli-name-with-space",
+        "cli",
+        "--name 'a b' (the space file's name: rule)",
+        lambda w: (w.sweep()[:-2] + ["--name", "a b"], ["--name", "sweep name 'a b'", "plain folder name"]),
+    ),
+    Case(
+        "space-name-unicode",
+        "space",
+        "name: café in the space file",
+        lambda w: (
+            (w.space_doc.update(name="café"), w.sweep()[:-2])[1],
+            ["space.yaml: name", "sweep name 'café'", "plain folder name"],
+        ),
+    ),
 ]
 
 
@@ -607,3 +734,4 @@ def test_bad_input(case: Case, work: Work, capsys):
     for path, names in studies.items():
         assert study_names(f"sqlite:///{path}") == names
     assert took < 20, f"took {took:.1f}s: bad input must be refused fast"
+    assert "hunter2secret" not in err

@@ -237,3 +237,78 @@ def test_storage_errors_and_the_schema_race(postgres, monkeypatch):
         th.join(timeout=120)
     assert not errors, errors
     assert sorted(optuna.get_all_study_names(storage=open_storage(url))) == [f"s{i}" for i in range(6)]
+
+
+def _holds(folder: Path, secret: bytes) -> list[str]:
+    """Files under ``folder`` whose bytes contain ``secret`` (sockets and vanished files skipped)."""
+    hits = []
+    for p in folder.rglob("*"):
+        try:
+            if p.is_file() and not p.is_symlink() and secret in p.read_bytes():
+                hits.append(str(p))
+        except OSError:
+            pass
+    return hits
+
+
+@pytest.mark.slow
+def test_password_never_touches_disk(postgres, tmp_path, synth_dir):
+    """A password in the storage URL (``?password=`` form) runs the sweep and resumes it (given again
+    with --storage, or from PGPASSWORD), and is found nowhere: not in the sweep folder (sweep.yaml,
+    Ray's tuner.pkl and searcher state), Ray's session folder, or anything printed."""
+    url = postgres.createdb("secret")
+    secret = postgres.password
+    space = write_space(tmp_path, synth_dir, f"{url}?password={secret}")
+    runs = tmp_path / "runs"
+    ray_tmp = Path(tempfile.mkdtemp(prefix="kr", dir="/tmp"))  # short: Ray's socket paths are limited
+    env = {k: v for k, v in postgres.env.items() if k != "PGPASSWORD"}
+    env.update(RAY_TMPDIR=str(ray_tmp), HOME=str(tmp_path))  # no ~/.pgpass either
+    try:
+        outputs = []
+
+        def kdseg(*args: str, env=env) -> subprocess.CompletedProcess:
+            out = subprocess.run(
+                [sys.executable, "-m", "kdseg.cli", *args],
+                cwd=REPO,
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=600,
+            )
+            outputs.append(out.stdout + out.stderr)
+            return out
+
+        first = kdseg("sweep", str(space), "--out", str(runs), "--name", "pw")
+        assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
+        sweep_dir = runs / "pw"
+        assert (sweep_dir / "tune" / "tuner.pkl").exists()
+        assert list((sweep_dir / "tune").glob("searcher-state-*.pkl"))
+
+        # resume without any password: refused before Ray starts, saying where the password comes from
+        bare = kdseg("resume", str(sweep_dir))
+        assert bare.returncode == 2, bare.stderr[-3000:]
+        assert "PGPASSWORD" in bare.stderr and "--storage" in bare.stderr
+        # the full URL given again (userinfo form this time), then PGPASSWORD alone
+        authed = url.replace("kdseg@", f"kdseg:{secret}@")
+        again = kdseg("resume", str(sweep_dir), "--storage", authed)
+        assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+        from_env = kdseg("resume", str(sweep_dir), env={**env, "PGPASSWORD": secret})
+        assert from_env.returncode == 0, from_env.stdout[-3000:] + from_env.stderr[-3000:]
+        # another database's URL is not this sweep's storage
+        other = kdseg("resume", str(sweep_dir), "--storage", authed.replace("/secret", "/other"))
+        assert other.returncode == 2 and "not the storage of this sweep" in other.stderr
+
+        rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
+        storage = optuna.storages.RDBStorage(authed.replace("postgresql://", "postgresql+psycopg://"))
+        trials = optuna.load_study(study_name="pw", storage=storage).get_trials()
+        assert len(rows) == len(trials) == 2
+        assert {t.user_attrs["ray_trial_id"] for t in trials} == {r["trial_id"] for r in rows}
+
+        spec = yaml.safe_load((sweep_dir / "sweep.yaml").read_text())
+        assert spec["storage"] == spec["storage_url"] == url  # the URL without its password
+        assert not _holds(sweep_dir, secret.encode()), "password written under the sweep folder"
+        assert list(ray_tmp.rglob("session_*")), "Ray's session folder is not where the test looks"
+        assert not _holds(ray_tmp, secret.encode()), "password written under Ray's session folder"
+        assert not [o for o in outputs if secret in o], "password printed"
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)

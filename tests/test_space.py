@@ -129,7 +129,7 @@ def test_overrides_route_to_spec_and_base(tmp_path: Path) -> None:
 def test_unknown_override_key(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match=r"space\.yaml: --set bogus\.x: unknown key"):
         load_space(write(tmp_path), ["bogus.x=1"])
-    with pytest.raises(ConfigError, match=r"base\.yaml: train\.lrr: unknown key"):
+    with pytest.raises(ConfigError, match=r"space\.yaml: --set train\.lrr: unknown key"):
         load_space(write(tmp_path), ["train.lrr=1"])
 
 
