@@ -491,9 +491,9 @@ def _load(doc: dict[str, Any], path: Path, overrides: Iterable[str | tuple[str, 
     n_controls = len(controls(spec))
     if sweep.num_samples < n_grid + n_controls:
         raise ConfigError(
-            f"{src}: sweep.num_samples: {sweep.num_samples} is less than the {n_grid} grid combinations "
-            f"and {n_controls} no-KD controls; they all run first, so num_samples must be at least "
-            f"{n_grid + n_controls}"
+            f"{src}: sweep.num_samples: {sweep.num_samples} is less than the {n_grid} grid "
+            f"combination{'s' * (n_grid != 1)} and {n_controls} no-KD control{'s' * (n_controls != 1)}; "
+            f"they all run first, so num_samples must be at least {n_grid + n_controls}"
         )
     for point in initial_points(spec):  # combinations of valid values can still clash
         trial_config(spec, point)

@@ -486,8 +486,11 @@ CASES = [
     Case(
         "sweep-fewer-samples-than-grid",
         "space",
-        "sweep.num_samples: 1 with 2 grid points",
-        lambda w: (w.sweep_set(num_samples=1), ["space.yaml", "sweep.num_samples", "2 grid combinations"]),
+        "sweep.num_samples: 1 with 1 grid point and 1 no-KD control",
+        lambda w: (
+            w.sweep_set(num_samples=1),
+            ["space.yaml", "sweep.num_samples", "1 grid combination and 1 no-KD control", "at least 2"],
+        ),
     ),
     Case(
         "sweep-grace-above-max-t",
