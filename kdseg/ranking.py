@@ -392,6 +392,8 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, titl
         if as_number(r.get("val_miou")) is not None and (as_number(r.get("student_params")) or 0) > 0
     ]
     front = pareto_mask([r["val_miou"] for r in pts], [r["student_params"] for r in pts])
+    if any("pareto" in r for r in pts):  # a built leaderboard's front: full-budget trials over the floor
+        front = [bool(r.get("pareto")) for r in pts]
 
     fig = Figure(figsize=(7, 4.5), dpi=120)
     FigureCanvasAgg(fig)

@@ -352,6 +352,8 @@ def effects_png(sd: SweepData) -> bytes | None:
         d = sd.spec.space[key]
         pts = []
         for t in sd.trials:
+            if t.is_baseline:  # a no-KD control is not a search point: no searched key applies to it
+                continue
             y = as_number(t.row.get("val_miou"))
             x = trial_value(d, key, t.config, t.params)
             if y is not None and x is not None:
@@ -560,6 +562,9 @@ def _leaderboard_html(sd: SweepData, best: Trial | None) -> str:
         ("params (M)", "student_params", "M"),
         ("val mIoU", "val_miou", ".4f"),
         ("teacher mIoU", "teacher_val_miou", ".4f"),
+        ("kd_gain", "kd_gain", "+.4f"),
+        ("score", "score", ".4f"),
+        ("under floor", "below_floor", "!"),
         ("IoU / M params", "iou_per_mparam", ".4f"),
         ("epochs", "epochs", "d"),
         ("Pareto", "pareto", "*"),
@@ -587,6 +592,8 @@ def _leaderboard_html(sd: SweepData, best: Trial | None) -> str:
                 cells.append(f"<td>{_esc(v if v is not None else '-')}</td>")
             elif f == "*":
                 cells.append(f"<td>{'&#9733;' if v else ''}</td>")
+            elif f == "!":
+                cells.append(f"<td>{'under' if v else ''}</td>")
             elif f is None:
                 cells.append(f"<td>{_esc(v)}</td>")
             else:
@@ -594,6 +601,21 @@ def _leaderboard_html(sd: SweepData, best: Trial | None) -> str:
         title = f' title="{_esc(r.get("error"))}"' if r.get("error") else ""
         body.append(f'<tr class="{" ".join(cls)}"{title}>{"".join(cells)}</tr>')
     return f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+
+
+def _objective_text(s) -> str:
+    """How the winner is chosen, in the words of kdseg.selection."""
+    floor = (
+        f"a trial counts only at &ge; {s.quality_floor:g} &times; its teacher's val mIoU (the quality floor)"
+        if s.quality_floor > 0
+        else "no quality floor"
+    )
+    if s.objective == "pareto":
+        return f"pareto: val mIoU up, {_esc(s.cost)} down (a multi-objective Optuna study, no early stopping); {floor}"
+    return (
+        f"{_esc(s.objective)}; {floor}; the study, TPE, ASHA (max_t {s.asha.max_t}, grace "
+        f"{s.asha.grace_period}, reduction {s.asha.reduction_factor:g}) and this ranking all use the same score"
+    )
 
 
 def _summary_html(sd: SweepData, best: Trial | None, baseline: Trial | None) -> str:
@@ -606,11 +628,7 @@ def _summary_html(sd: SweepData, best: Trial | None, baseline: Trial | None) -> 
     items = [
         ("sweep", f"{sd.name} ({_esc(sd.sweep_dir)})"),
         ("trials", f"{len(sd.rows)} ({status})"),
-        (
-            "objective",
-            f"{s.objective} (ASHA on {s.metric}, max_t {s.asha.max_t}, grace {s.asha.grace_period}, "
-            f"reduction {s.asha.reduction_factor})",
-        ),
+        ("objective", _objective_text(s)),
         ("data", f"{data.format}, {data.num_classes} classes, {data.image_size[0]}x{data.image_size[1]}"),
         ("searched", ", ".join(sd.spec.space) or "-"),
     ]
@@ -760,9 +778,10 @@ def render_html(sd: SweepData, wandb_url: str | None = None) -> str:
         (
             "leaderboard",
             "Leaderboard",
-            f'<p class="note">Ranked by {_esc(sd.spec.sweep.objective)}; trials that ran all {sd.spec.max_t} epochs first, '
-            "then those ASHA stopped, then failures. Blue: best; red background: no-KD baseline; grey: stopped; "
-            "&#9733;: on the Pareto front. Hover a failed row for its error.</p>"
+            f'<p class="note">Ranked by {_esc(sd.spec.sweep.objective)}: trials that ran all {sd.spec.max_t} epochs '
+            "and reached the quality floor first, then those that ran all epochs under the floor, then those ASHA "
+            "stopped, then failures. Blue: best; red background: no-KD control; grey: stopped; "
+            "&#9733;: on the Pareto front (full-budget trials over the floor). Hover a failed row for its error.</p>"
             + _leaderboard_html(sd, best),
         )
     )
@@ -792,6 +811,11 @@ def render_html(sd: SweepData, wandb_url: str | None = None) -> str:
             ),
         )
     )
+    from kdseg.report_kd import kd_section_html
+
+    kd_html = kd_section_html(sd)
+    if kd_html:
+        sections.append(("kd-gain", "What KD bought", kd_html))
     sections.append(
         (
             "effects",
@@ -800,8 +824,8 @@ def render_html(sd: SweepData, wandb_url: str | None = None) -> str:
                 effects_png(sd),
                 "effects",
                 "effects",
-                "Final val mIoU of each trial against the value it took (stopped trials have fewer epochs, "
-                "so compare filled points first).",
+                "Final val mIoU of each distilled trial against the value it took (stopped trials have fewer "
+                "epochs, so compare filled points first). No-KD controls are not search points and are left out.",
             ),
         )
     )
