@@ -229,8 +229,15 @@ def _print_sweep_result(result) -> int:
     for line in finish_sweep(None, result):
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.best_config is None:
-        console.print("no trial produced a result; see the errors above", style="red")
-        return 1
+        from kdseg.ranking import why_no_winner
+
+        why = why_no_winner(result.leaderboard)
+        if "every trial failed" in why:
+            console.print("no trial produced a result; see the errors above", style="red")
+            return 1
+        # the sweep worked; its answer is that no student is good enough to deploy
+        console.print(f"no winner, so no best_config.yaml: {why}", style="yellow", highlight=False)
+        return 0
     console.print(f"best config: {result.best_config}", highlight=False)
     return 0
 

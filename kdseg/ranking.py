@@ -245,6 +245,8 @@ def why_no_winner(rows: Sequence[Mapping[str, Any]], max_t: int | None = None) -
     if not scored:
         return "no trial has a val_miou to rank (every trial failed?)"
     full = [r for r in scored if (_full_budget(r, max_t) if max_t else r.get("status") == "completed")]
+    if not full and max_t is None:
+        return "no trial completed its full budget"
     if not full:
         return "no trial ran the full budget (sweep.asha.max_t epochs) yet"
     return (

@@ -41,8 +41,16 @@ def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str,
     """The (not yet opened) W&B run of one trial."""
     from kdseg.tracking import WandbRun, run_id_for, search_column
 
+    from kdseg.selection import CONTROL_KEY
+
     group = sweep_dir.name
-    search = {search_column(k): v for k, v in params.items() if isinstance(v, (int, float, str, bool))}
+    control = params.get(CONTROL_KEY)
+    # a no-KD control is not a search point: none of the searched values applies to it
+    search = (
+        {}
+        if control is not None
+        else {search_column(k): v for k, v in params.items() if isinstance(v, (int, float, str, bool))}
+    )
     return WandbRun(
         cfg,
         run_dir,
@@ -50,7 +58,12 @@ def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str,
         name=trial_id,
         run_id=run_id_for(group, trial_id),
         job_type="sweep-trial",
-        extra_config={"sweep_name": group, "trial_id": trial_id, "search": search},
+        extra_config={
+            "sweep_name": group,
+            "trial_id": trial_id,
+            "search": search,
+            **({"control": control} if control is not None else {}),
+        },
         class_names=getattr(data, "class_names", None),
         state_dir=sweep_dir,
         # beside run/, not in it: run/ is what Tune copies into every checkpoint
