@@ -39,9 +39,8 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str, data, run_dir: Path):
     """The (not yet opened) W&B run of one trial."""
-    from kdseg.tracking import WandbRun, run_id_for, search_column
-
     from kdseg.selection import CONTROL_KEY
+    from kdseg.tracking import WandbRun, run_id_for, search_column
 
     group = sweep_dir.name
     control = params.get(CONTROL_KEY)
