@@ -75,6 +75,7 @@ LEADERBOARD_COLUMNS = [
     "epochs",
     "pareto",
     "label",
+    "control",
     "error",
 ]
 STATUSES = ("completed", "stopped", "running", "error", "diverged")
@@ -108,7 +109,7 @@ _FLOAT_COLUMNS = {
     "score",
     "quality_floor",
 }
-_BOOL_COLUMNS = {"pareto", "below_floor"}
+_BOOL_COLUMNS = {"pareto", "below_floor", "control"}
 
 
 def as_number(x: Any) -> float | None:

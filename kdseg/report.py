@@ -352,7 +352,7 @@ def effects_png(sd: SweepData) -> bytes | None:
         d = sd.spec.space[key]
         pts = []
         for t in sd.trials:
-            if t.is_baseline:  # a no-KD control is not a search point: no searched key applies to it
+            if t.row.get("control"):  # a no-KD control is not a search point: no searched key applies to it
                 continue
             y = as_number(t.row.get("val_miou"))
             x = trial_value(d, key, t.config, t.params)

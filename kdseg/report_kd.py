@@ -23,7 +23,7 @@ def _students(sd) -> list[tuple[str, Any, list[Any]]]:
     """``(student, control trial, KD trials)`` for every student that has a control."""
     out = []
     for control in sd.trials:
-        if not control.is_baseline or control.row.get("status") in ("error", "diverged"):
+        if not control.row.get("control") or control.row.get("status") in ("error", "diverged"):
             continue
         student = control.row.get("student")
         kd = [t for t in sd.trials if not t.is_baseline and t.row.get("student") == student]

@@ -153,8 +153,8 @@ def settle_controls(
     - every KD row gets ``kd_gain``: its val mIoU minus the val mIoU of the control with the same
       student, at the KD row's last epoch (None when there is no such control, or it has not
       reached that epoch);
-    - every control row gets its floor and score: its teacher reference is the mean val mIoU of the
-      sweep's teachers at the control's last epoch.
+    - every control row (``control`` true) gets its floor and score: its teacher reference is the mean
+      val mIoU of the sweep's teachers at the control's last epoch.
 
     ``history`` maps trial ids to their per-epoch metrics (``metrics.jsonl``).
     """
@@ -166,7 +166,7 @@ def settle_controls(
         return None
 
     ok = [r for r in rows if r.get("status") not in ("error", "diverged")]
-    controls = [r for r in ok if r.get("mode") == "none"]
+    controls = [r for r in ok if r.get("control")]
     kd = [r for r in ok if r.get("mode") not in (None, "none")]
     for r in controls:
         refs = [at(k["trial_id"], r.get("epochs"), "teacher_val_miou") for k in kd]

@@ -522,6 +522,7 @@ def set_aside_broken_state(tune_dir: Path) -> list[Path]:
 
 def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
     """One leaderboard row per Ray trial."""
+    from kdseg.selection import CONTROL_KEY
     from kdseg.space import describe_trial, trial_config, trial_label
     from kdseg.study import trial_status
 
@@ -540,6 +541,7 @@ def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
         failed = status in ("error", "diverged")
         row.update(
             label=trial_label(plan.spec, params) or None,
+            control=params.get(CONTROL_KEY) is not None,
             student_params=m.get("student_params"),
             val_miou=None if failed else m.get("val_miou"),
             teacher_val_miou=m.get("teacher_val_miou"),

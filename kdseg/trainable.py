@@ -223,8 +223,10 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
             # A NaN/inf loss ends this trial as 'diverged': reported, not retried, not a crash.
             wb.finish("diverged", error=str(e))
             final = {k: v for k, v in last.items() if not (isinstance(v, float) and math.isnan(v))}
-            # ASHA compares numbers: a diverged student scores 0; the leaderboard shows it as 'diverged'.
-            final.update(diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0)
+            # ASHA compares numbers: a diverged student scores below any student that reported (a score
+            # under the floor is > -1); the leaderboard shows it as 'diverged', the study as FAIL.
+            final = {**static, "student_params": 0, **final}
+            final.update(diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0, score=-1.0)
             report_to_tune(final)
         finally:
             if restored is not None:

@@ -68,7 +68,7 @@ def check_consistent(sweep_dir: Path, name: str, n: int) -> list[dict]:
             assert len(t.intermediate_values) == r["epochs"]
         if r["status"] == "completed":  # the study holds the leaderboard's score
             assert t.value == pytest.approx(r["score"])
-        assert t.user_attrs.get("kdseg_control", False) == (r["mode"] == "none")
+        assert t.user_attrs.get("kdseg_control", False) == r["control"]
     assert not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
     return rows
 
@@ -83,7 +83,7 @@ def test_sweep_end_to_end_export_reproduces(tmp_path, synth_dir):
         assert (sweep_dir / name).exists(), name
     rows = check_consistent(sweep_dir, "e2e", 4)
     assert {r["status"] for r in rows} <= {"completed", "stopped"}
-    controls = [r for r in rows if r["mode"] == "none"]
+    controls = [r for r in rows if r["control"]]
     assert len(controls) == 1 and controls[0]["epochs"] == 2  # the control ran once, every epoch
     assert rows[0]["status"] == "completed"  # trials that reached max_t rank first
     for r in rows:
@@ -228,7 +228,7 @@ def test_the_winner_is_good_and_everyone_names_the_same_one(tmp_path, synth_dir)
     assert tiny and all(r["below_floor"] for r in tiny if r["status"] == "completed")
     assert all(r["rank"] > rows[0]["rank"] for r in tiny)
     # the control: once, all epochs, and every full-budget KD row of its student has a kd_gain
-    controls = [r for r in rows if r["mode"] == "none"]
+    controls = [r for r in rows if r["control"]]
     assert [c["label"] for c in controls] == ["alone"] and controls[0]["epochs"] == 3
     for r in rows:
         if r["student"] == "Unet/resnet18" and r["mode"] != "none":
