@@ -114,6 +114,7 @@ def test_settle_controls_fills_kd_gain_at_the_same_epoch_and_the_control_floor()
             "trial_id": "c",
             "status": "completed",
             "mode": "none",
+            "control": True,
             "student": "S",
             "val_miou": 0.40,
             "epochs": 3,
