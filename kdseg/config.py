@@ -29,12 +29,17 @@ from pydantic import (
     model_validator,
 )
 
+from kdseg.distill.features import FEATURE_LOSSES
+from kdseg.distill.logit_losses import LOGIT_LOSSES
 from kdseg.errors import ConfigError
 from kdseg.fileio import atomic_write
 
 SITES = ("encoder", "bottleneck", "decoder", "logits")
 Site = Literal["encoder", "bottleneck", "decoder", "logits"]
 DataFormat = Literal["carla", "camvid", "cityscapes", "bdd100k", "synthetic"]
+# The loss names come from the registries, so a registered loss is selectable (and searchable) at once.
+LogitLoss = Literal[tuple(LOGIT_LOSSES)]  # type: ignore[valid-type]
+FeatureLoss = Literal[tuple(FEATURE_LOSSES)]  # type: ignore[valid-type]
 # Architectures kdseg builds itself; every other name is looked up in segmentation_models_pytorch.
 OWN_ARCHS = ("lightweight_unet", "fcn_resnet50")
 
@@ -154,8 +159,21 @@ class DistillConfig(Strict):
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the soft (logits) loss; CE gets 1-alpha")
     sites: list[Site] = Field(default_factory=lambda: ["logits"])
-    feature_loss: Literal["mse", "cosine", "cwd"] = "mse"
+    logit_loss: LogitLoss = Field(
+        "kl", description="the loss at the logits site (kdseg.distill.logit_losses)"
+    )
+    kd_ignore_index: bool = Field(
+        False,
+        description="logit-site losses leave out pixels labelled data.ignore_index (default: all pixels)",
+    )
+    dist_beta: float = Field(1.0, ge=0.0, description="logit_loss dist: weight of the inter-class relation")
+    dist_gamma: float = Field(1.0, ge=0.0, description="logit_loss dist: weight of the intra-class relation")
+    affinity_grid: int = Field(
+        16, ge=1, le=32, description="affinity loss: maps are max-pooled to at most grid x grid cells"
+    )
+    feature_loss: FeatureLoss = "mse"
     feature_weight: float = Field(1.0, ge=0.0)
+    cwd_temperature: float = Field(1.0, gt=0.0, description="tau of feature_loss cwd")
     alternation: Literal["none", "epoch", "step", "teacher_student"] = "none"
     teacher_entropy: float = Field(0.0, ge=0.0, description="beta: teacher loss minus beta * entropy")
     alpha_schedule: Literal["constant", "linear", "cosine"] = Field(

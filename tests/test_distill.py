@@ -172,7 +172,7 @@ def test_cwd_matches_numpy_on_random_maps() -> None:
 
 
 def test_feature_registry_and_shape_check() -> None:
-    assert set(FEATURE_LOSSES) == {"mse", "cosine", "cwd"}
+    assert set(FEATURE_LOSSES) == {"mse", "cosine", "cwd", "affinity"}
     for fn in FEATURE_LOSSES.values():
         with pytest.raises(ValueError, match="same shape"):
             fn(torch.zeros(1, 2, 3, 3), torch.zeros(1, 3, 3, 3))
@@ -342,7 +342,7 @@ def _grads(module: nn.Module) -> list[torch.Tensor | None]:
     return [p.grad for p in module.parameters()]
 
 
-@pytest.mark.parametrize("feature_loss", ["mse", "cosine", "cwd"])
+@pytest.mark.parametrize("feature_loss", ["mse", "cosine", "cwd", "affinity"])
 @pytest.mark.parametrize("mode", ["online", "offline", "mutual", "none"])
 def test_objective_every_combination_backprops_to_the_right_params(mode: str, feature_loss: str) -> None:
     student, teacher = make_pair()

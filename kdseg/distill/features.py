@@ -10,8 +10,13 @@ float32.
 - ``cwd``: channel-wise distillation (Shu et al., ICCV 2021). Each channel's map is turned into a
   distribution over its H*W locations, ``softmax(x / tau)``; the loss is
   ``tau**2 * KL(teacher || student)`` summed over locations and averaged over channels and batch
-  (the normalisation of the reference implementation in mmrazor). ``tau`` defaults to 1.0, the
-  reference default for intermediate features; pass ``tau=`` to change it.
+  (the normalisation of the reference implementation in mmrazor). ``tau`` is
+  ``distill.cwd_temperature`` (default 1.0, the reference default for intermediate features).
+- ``affinity``: pair-wise distillation (Liu et al., CVPR 2019),
+  :func:`~kdseg.distill.logit_losses.affinity_loss` with ``grid = distill.affinity_grid``.
+
+The losses are registered in :data:`FEATURE_LOSSES` (a :class:`~kdseg.distill.registry.LossRegistry`;
+``distill.feature_loss`` is built from it) with the config keys of their options.
 """
 
 from __future__ import annotations
@@ -20,6 +25,12 @@ from collections.abc import Callable
 
 import torch.nn.functional as F
 from torch import Tensor
+
+from kdseg.distill.logit_losses import affinity_loss
+from kdseg.distill.registry import LossRegistry
+
+FEATURE_LOSSES = LossRegistry("feature")
+register_feature_loss = FEATURE_LOSSES.register
 
 
 def _check(student: Tensor, teacher: Tensor, name: str) -> None:
@@ -30,18 +41,21 @@ def _check(student: Tensor, teacher: Tensor, name: str) -> None:
         )
 
 
+@register_feature_loss("mse")
 def mse_loss(student: Tensor, teacher: Tensor) -> Tensor:
     """Mean squared error over all elements."""
     _check(student, teacher, "mse")
     return F.mse_loss(student.float(), teacher.float())
 
 
+@register_feature_loss("cosine")
 def cosine_loss(student: Tensor, teacher: Tensor, eps: float = 1e-8) -> Tensor:
     """``1 - cosine similarity`` along the channel dim (1), averaged over every other position."""
     _check(student, teacher, "cosine")
     return (1.0 - F.cosine_similarity(student.float(), teacher.float(), dim=1, eps=eps)).mean()
 
 
+@register_feature_loss("cwd", tau="cwd_temperature")
 def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
     """Channel-wise distillation: per-channel spatial-softmax KL(teacher || student), times ``tau**2``.
 
@@ -61,18 +75,16 @@ def cwd_loss(student: Tensor, teacher: Tensor, tau: float = 1.0) -> Tensor:
     return kl.mean() * (tau * tau)
 
 
-FeatureLoss = Callable[..., Tensor]
+@register_feature_loss("affinity", grid="affinity_grid")
+def affinity_feature_loss(student: Tensor, teacher: Tensor, grid: int = 16) -> Tensor:
+    """Pair-wise distillation of the feature maps (:func:`~kdseg.distill.logit_losses.affinity_loss`)."""
+    _check(student, teacher, "affinity")
+    return affinity_loss(student, teacher, grid)
 
-FEATURE_LOSSES: dict[str, FeatureLoss] = {
-    "mse": mse_loss,
-    "cosine": cosine_loss,
-    "cwd": cwd_loss,
-}
+
+FeatureLoss = Callable[..., Tensor]
 
 
 def get_feature_loss(name: str) -> FeatureLoss:
     """The feature loss registered as ``name``; a ValueError listing the known names otherwise."""
-    try:
-        return FEATURE_LOSSES[name]
-    except KeyError:
-        raise ValueError(f"unknown feature loss {name!r}; known: {', '.join(FEATURE_LOSSES)}") from None
+    return FEATURE_LOSSES.get_loss(name)

@@ -1,8 +1,9 @@
 """The distillation objective: the student's and the teacher's losses, built from ``DistillConfig``.
 
-Student loss (``student_loss``), with ``CE`` the hard cross-entropy, ``KL`` :func:`soft_kl` against
-the *detached* teacher logits, and ``F`` the feature loss of the adapted student features against
-the *detached* teacher features::
+Student loss (``student_loss``), with ``CE`` the hard cross-entropy, ``KL`` the logit-site loss
+``distill.logit_loss`` (:mod:`kdseg.distill.logit_losses`; ``kl`` is :func:`soft_kl`) against the
+*detached* teacher logits, and ``F`` the feature loss of the adapted student features against the
+*detached* teacher features::
 
     L_s = w_hard * CE + w_distill * (alpha * KL  +  feature_weight * F)
 
@@ -22,13 +23,18 @@ Teacher loss (``teacher_loss``)::
 
     L_t = CE(t) [+ alpha * KL(student.detach() || teacher) if mode == "mutual"] - beta * H_T(t)
 
-where the mutual term is ``soft_kl(t_logits, s_logits.detach(), T)`` (Deep Mutual Learning: the
-teacher also imitates the student) and ``H_T`` is :func:`softmax_entropy` at temperature ``T``,
+where the mutual term is the same logit-site loss with the roles swapped, e.g.
+``soft_kl(t_logits, s_logits.detach(), T)`` (Deep Mutual Learning: the teacher also imitates the
+student) and ``H_T`` is :func:`softmax_entropy` at temperature ``T``,
 ``beta = distill.teacher_entropy`` (a positive beta rewards softer teacher outputs).
 
 Both return ``(loss, parts)``; ``parts`` holds plain floats of the *unweighted* components and the
 weighted ``total``: student ``hard, soft, feature, total``; teacher ``hard, soft, entropy, total``
 (components not computed this step are 0.0).
+
+With ``distill.kd_ignore_index`` the logit-site terms (student's and mutual) leave out the pixels
+whose label is ``ignore_index`` (the labels resized to the logits by nearest neighbour when the
+sizes differ); CE always does, the feature terms and the entropy never do.
 
 The feature adapters live in ``self.adapters`` (an empty module when no feature site is used), so
 ``objective.parameters()`` belongs in the student's optimiser; they are not student parameters.
@@ -37,17 +43,21 @@ The feature adapters live in ``self.adapters`` (an empty module when no feature 
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from typing import TYPE_CHECKING
 
 import torch
+import torch.nn.functional as F
 from torch import Tensor, nn
 
-from kdseg.config import DistillConfig
+if TYPE_CHECKING:  # kdseg.config imports the loss registries of this package: no import at run time
+    from kdseg.config import DistillConfig
 from kdseg.distill.adapters import FEATURE_SITES, FeatureAdapters, Shapes
 from kdseg.distill.entropy import entropy_from_log_probs, softmax_entropy
-from kdseg.distill.features import get_feature_loss
+from kdseg.distill.features import FEATURE_LOSSES
 from kdseg.distill.hard import hard_loss
+from kdseg.distill.logit_losses import LOGIT_LOSSES, LogitPair
 from kdseg.distill.schedule import Phase
-from kdseg.distill.soft import kl_from_log_probs, log_probs, soft_kl
+from kdseg.distill.soft import log_probs
 
 Features = Mapping[str, Sequence[Tensor] | Tensor]
 
@@ -76,10 +86,11 @@ def _floats(parts: dict[str, Tensor | float]) -> dict[str, float]:
 class _SoftTerms:
     """One batch's ``log_softmax(logits / T)`` (and its ``exp``) per network, each computed once.
 
-    The student's KL, the teacher's mutual KL and the teacher's entropy all need the same
-    temperature-softened distributions; :meth:`KDObjective.step_loss` shares them through this.
-    ``teacher_grad``: the teacher's are kept differentiable (its own loss uses them); the student's
-    KL then reads them detached, which gives the same values and gradients as computing them again.
+    The student's logit loss (``kl``, ``dist``), the teacher's mutual term and its entropy all need
+    the same temperature-softened distributions; :meth:`KDObjective.step_loss` shares them through
+    this (lazily: ``affinity`` needs none). ``teacher_grad``: the teacher's are kept differentiable
+    (its own loss uses them); the student's term then reads them detached, which gives the same
+    values and gradients as computing them again.
     """
 
     def __init__(self, s_logits: Tensor, t_logits: Tensor | None, temperature: float, teacher_grad: bool):
@@ -113,7 +124,8 @@ class KDObjective(nn.Module):
     ``student_shapes`` / ``teacher_shapes`` (``{site: [(C, H, W), ...]}``, from
     ``kdseg.models.feature_shapes``) are required when ``cfg.sites`` names a feature site and the
     mode has a teacher. ``class_weights`` [num_classes] weights the cross-entropy of both networks.
-    ``feature_loss_kwargs`` go to the feature loss (e.g. ``{"tau": 2.0}`` for ``cwd``).
+    The losses' options come from ``cfg`` (``cwd_temperature``, ``dist_beta``, ...: the registries'
+    option keys); ``feature_loss_kwargs`` override the feature loss's (e.g. ``{"tau": 2.0}`` for ``cwd``).
     """
 
     def __init__(
@@ -140,8 +152,14 @@ class KDObjective(nn.Module):
         self.feature_sites: tuple[str, ...] = (
             tuple(s for s in cfg.sites if s in FEATURE_SITES) if self.uses_teacher else ()
         )
-        self.feature_loss = get_feature_loss(cfg.feature_loss)
-        self.feature_loss_kwargs = dict(feature_loss_kwargs or {})
+        self.feature_loss = FEATURE_LOSSES.get_loss(cfg.feature_loss)
+        self.feature_loss_kwargs = {
+            **FEATURE_LOSSES.config_kwargs(cfg.feature_loss, cfg),
+            **dict(feature_loss_kwargs or {}),
+        }
+        self.logit_loss = LOGIT_LOSSES.get_loss(cfg.logit_loss)
+        self.logit_loss_kwargs = LOGIT_LOSSES.config_kwargs(cfg.logit_loss, cfg)
+        self.kd_ignore_index = bool(cfg.kd_ignore_index)
         if class_weights is not None:
             class_weights = torch.as_tensor(class_weights, dtype=torch.float32).flatten()
             if class_weights.numel() != self.num_classes:
@@ -163,6 +181,34 @@ class KDObjective(nn.Module):
 
     def _ce(self, logits: Tensor, target: Tensor) -> Tensor:
         return hard_loss(logits, target, self.ignore_index, self.class_weights)
+
+    def _kd_mask(self, target: Tensor, logits: Tensor) -> Tensor | None:
+        """The pixels the logit-site losses count, at ``logits``' size; None: all of them."""
+        if not self.kd_ignore_index:
+            return None
+        valid = target != self.ignore_index
+        if valid.shape[-2:] != logits.shape[-2:]:
+            valid = F.interpolate(valid[:, None].float(), size=logits.shape[-2:], mode="nearest")[:, 0] > 0.5
+        return valid
+
+    def _logit_term(
+        self,
+        learner: Tensor,
+        target_logits: Tensor,
+        target: Tensor,
+        learner_soft=None,
+        target_soft=None,
+    ) -> Tensor:
+        """``distill.logit_loss`` of ``learner`` against the detached ``target_logits``."""
+        pair = LogitPair(
+            learner,
+            target_logits,
+            self.temperature,
+            self._kd_mask(target, target_logits),
+            learner_soft=learner_soft,
+            target_soft=target_soft,
+        )
+        return self.logit_loss(pair, **self.logit_loss_kwargs)
 
     def _features(self, s_feats: Features | None, t_feats: Features | None) -> Tensor:
         assert isinstance(self.adapters, FeatureAdapters)
@@ -233,11 +279,11 @@ class KDObjective(nn.Module):
                 if t_logits is None:
                     raise ValueError("student_loss: teacher logits are needed to distil at site 'logits'")
                 if soft_terms is not None and soft_terms.same_size():
-                    log_p, p = soft_terms.teacher()
-                    log_q, _ = soft_terms.student()
-                    soft = kl_from_log_probs(log_p.detach(), log_q, self.temperature, p.detach())
+                    soft = self._logit_term(
+                        s_logits, t_logits, target, soft_terms.student, soft_terms.teacher
+                    )
                 else:
-                    soft = soft_kl(s_logits, t_logits.detach(), self.temperature)
+                    soft = self._logit_term(s_logits, t_logits, target)
                 total = total + self.alpha * soft
             if self.feature_sites:
                 feat = self._features(s_feats, t_feats)
@@ -266,11 +312,9 @@ class KDObjective(nn.Module):
             if s_logits is None:
                 raise ValueError("teacher_loss: mode 'mutual' needs the student's logits (s_logits)")
             if shared:
-                log_p, p = soft_terms.student()
-                log_q, _ = soft_terms.teacher()
-                soft = kl_from_log_probs(log_p.detach(), log_q, self.temperature, p.detach())
+                soft = self._logit_term(t_logits, s_logits, target, soft_terms.teacher, soft_terms.student)
             else:
-                soft = soft_kl(t_logits, s_logits.detach(), self.temperature)
+                soft = self._logit_term(t_logits, s_logits, target)
             total = total + self.alpha * soft
         if self.teacher_entropy > 0.0:
             if shared:
@@ -317,6 +361,7 @@ class KDObjective(nn.Module):
     def extra_repr(self) -> str:
         return (
             f"mode={self.mode}, sites={list(self.cfg.sites)}, T={self.temperature}, alpha={self.alpha}, "
+            f"logit_loss={self.cfg.logit_loss}, kd_ignore_index={self.kd_ignore_index}, "
             f"feature_loss={self.cfg.feature_loss}, feature_weight={self.feature_weight}, "
             f"teacher_entropy={self.teacher_entropy}"
         )
