@@ -205,14 +205,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     return _print_sweep_result(resume_sweep(args.sweep_dir, address=args.address, verbose=args.verbose))
 
 
-def _print_sweep_result(result) -> int:
+def _print_sweep_result(result, console=None) -> int:
     from rich.console import Console
 
     from kdseg.ranking import render_leaderboard
 
-    console = Console()
-    if not console.is_terminal:  # logs and CI: wide enough for the whole table
-        console = Console(width=160)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and CI: wide enough for the whole table
+            console = Console(width=160)
     console.print(render_leaderboard(result.leaderboard, title=f"leaderboard: {result.sweep_dir.name}"))
     counts: dict[str, int] = {}
     for row in result.leaderboard:
@@ -221,16 +222,30 @@ def _print_sweep_result(result) -> int:
     console.print(
         f"{len(result.leaderboard)} trials ({summary}) in {result.wall_time_s:.0f}s", highlight=False
     )
-    console.print(f"leaderboard: {result.sweep_dir / 'leaderboard.csv'}", highlight=False)
     from kdseg.tracking import finish_sweep
 
-    for line in finish_sweep(None, result):
+    # Paths under the working directory are shown relative to it, so that a command stays on one line
+    # of a narrow terminal; commands are printed unbroken (soft wrap) so that they copy whole.
+    sweep_dir = Path(result.sweep_dir).resolve()
+    short = _shown(sweep_dir)
+    lines = [f"leaderboard: {short / 'leaderboard.csv'}"]
+    lines += [line.replace(str(sweep_dir), str(short)) for line in finish_sweep(None, result)]
+    for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.best_config is None:
         console.print("no trial produced a result; see the errors above", style="red")
         return 1
-    console.print(f"best config: {result.best_config}", highlight=False)
+    console.print(f"best config: {_shown(result.best_config)}", highlight=False, soft_wrap=True)
     return 0
+
+
+def _shown(path) -> Path:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def cmd_export(args: argparse.Namespace) -> int:
