@@ -383,7 +383,7 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, titl
     ]
     front = pareto_mask([r["val_miou"] for r in pts], [r["student_params"] for r in pts])
 
-    fig = Figure(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(8.4, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if not pts:
@@ -431,7 +431,9 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, titl
         ax.set_xlabel("student parameters (M, log scale)")
         ax.set_ylabel("val mIoU")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        # outside the axes, to the right: a legend inside would hide markers (the no-KD baselines
+        # tend to sit at the small, low end where a corner legend goes)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
     ax.set_title(title or "mIoU vs. student size")
     fig.tight_layout()
     with atomic_write(path, "wb") as f:
