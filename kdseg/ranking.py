@@ -419,12 +419,16 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, titl
             drawstyle="steps-post",
             zorder=3,
         )
+        xs = [r["student_params"] for r in pts]
+        mid = (min(xs) * max(xs)) ** 0.5  # labels of points right of the middle go to their left
         for r in on:
+            right = r["student_params"] > mid
             ax.annotate(
                 str(r.get("student") or r.get("trial_id", "")),
                 (r["student_params"] / 1e6, r["val_miou"]),
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=(-4, 4) if right else (4, 4),
+                ha="right" if right else "left",
                 fontsize=7,
             )
         ax.set_xscale("log")

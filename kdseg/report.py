@@ -526,18 +526,30 @@ th{background:#f4f4f4;position:sticky;top:0}td.l,th.l{text-align:left}
 tr.best td{background:#e8f1ff;font-weight:600}tr.baseline td{background:#fff1f0}tr.failed td{color:#b00}tr.stopped td{color:#777}
 figure{margin:.6em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
 code{background:#f4f4f4;padding:1px 4px;border-radius:3px}.kv td{text-align:left}.scroll{overflow-x:auto}
-p.tools input{font-size:.9em;padding:2px 6px;width:24em}p.tools span{font-size:.85em;color:#555;margin-left:.6em}
+#leaderboard .scroll{max-height:34em;overflow-y:auto}p.tools input{font-size:.9em;padding:2px 6px;width:24em}p.tools span{font-size:.85em;color:#555;margin-left:.6em}
 th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}
 """
 
+# Marks on <body> how many images the page has and how many decoded (data-images, data-rendered); images
+# load lazily, so with #check in the URL (what the tests open) every image is decoded from a copy.
 LOAD_CHECK = """
 <script>
 window.addEventListener('load', function () {
   var imgs = Array.prototype.slice.call(document.images);
-  var ok = imgs.filter(function (i) { return i.complete && i.naturalWidth > 0; });
-  document.body.setAttribute('data-images', String(imgs.length));
-  document.body.setAttribute('data-rendered', String(ok.length));
-  imgs.forEach(function (i) { i.setAttribute('data-ok', i.complete && i.naturalWidth > 0 ? '1' : '0'); });
+  function report(oks) {
+    document.body.setAttribute('data-images', String(imgs.length));
+    document.body.setAttribute('data-rendered', String(oks.filter(Boolean).length));
+    imgs.forEach(function (i, k) { i.setAttribute('data-ok', oks[k] ? '1' : '0'); });
+  }
+  if (location.hash !== '#check') {
+    report(imgs.map(function (i) { return i.complete && i.naturalWidth > 0; }));
+    return;
+  }
+  Promise.all(imgs.map(function (i) {
+    var c = new Image();
+    c.src = i.src;
+    return c.decode().then(function () { return c.naturalWidth > 0; }, function () { return false; });
+  })).then(report);
 });
 </script>
 """
@@ -597,15 +609,28 @@ def _fmt(x: Any, spec: str = ".4f") -> str:
     return "-" if f is None else format(f, spec)
 
 
-def _img(data: bytes, alt: str, plot: str) -> str:
+def _img(data: bytes, alt: str, plot: str, lazy: bool = False) -> str:
     b64 = base64.b64encode(data).decode("ascii")
-    return f'<img data-plot="{_esc(plot)}" alt="{_esc(alt)}" src="data:image/png;base64,{b64}">'
+    how = ' loading="lazy" decoding="async"' if lazy else ""
+    return f'<img data-plot="{_esc(plot)}" alt="{_esc(alt)}"{how} src="data:image/png;base64,{b64}">'
 
 
-def _figure_html(data: bytes | None, alt: str, plot: str, caption: str) -> str:
+def palette_png(data: bytes, colors: int = 256) -> bytes:
+    """``data`` (a PNG) with an adaptive palette of ``colors`` colours when that is smaller: the sample
+    images embedded in the report shrink about 3x (measured: 362 -> 103 KB for a layers image)."""
+    from PIL import Image
+
+    with Image.open(io.BytesIO(data)) as im:
+        small = im.convert("RGB").quantize(colors, method=Image.Quantize.FASTOCTREE, dither=Image.Dither.NONE)
+        buf = io.BytesIO()
+        small.save(buf, format="PNG", optimize=True)
+    return buf.getvalue() if buf.tell() < len(data) else data
+
+
+def _figure_html(data: bytes | None, alt: str, plot: str, caption: str, lazy: bool = False) -> str:
     if not data:
         return f'<p class="note">{_esc(caption)}: nothing to plot.</p>'
-    return f"<figure>{_img(data, alt, plot)}<figcaption>{caption}</figcaption></figure>"
+    return f"<figure>{_img(data, alt, plot, lazy)}<figcaption>{caption}</figcaption></figure>"
 
 
 def _leaderboard_html(sd: SweepData, best: Trial | None) -> str:
@@ -651,7 +676,7 @@ def _leaderboard_html(sd: SweepData, best: Trial | None) -> str:
             elif f == "d":
                 cells.append(f"<td{sort}>{_esc(v if v is not None else '-')}</td>")
             elif f == "*":
-                cells.append(f"<td{sort}>{'&#9733; pareto' if v else ''}</td>")
+                cells.append(f"<td{sort}>{'&#9733;<span hidden>pareto</span>' if v else ''}</td>")
             elif f is None:
                 cells.append(f"<td{sort}>{_esc(v)}</td>")
             else:
@@ -801,7 +826,9 @@ def _per_class_caption(best: Trial, baseline: Trial | None, best_kd: Trial | Non
     return text + "."
 
 
-def _samples_html(trial: Trial) -> str:
+def _samples_html(trial: Trial, sweep_dir: Path | None = None) -> str:
+    """The trial's latest sample images, embedded with a 256-colour palette; each caption links the
+    full-resolution file (a path relative to the sweep folder, where report.html is written by default)."""
     from kdseg.visualize import latest_images
 
     imgs = latest_images(trial.run_dir)
@@ -816,7 +843,13 @@ def _samples_html(trial: Trial) -> str:
         p = imgs.get(kind)
         if p is not None and p.stat().st_size > 0:
             epoch = int(p.name.split("_")[1])
-            blocks.append(_figure_html(p.read_bytes(), kind, kind, f"{_esc(caption)} (epoch {epoch})"))
+            try:
+                rel = p.resolve().relative_to(Path(sweep_dir).resolve()).as_posix() if sweep_dir else None
+            except ValueError:
+                rel = None
+            full = f' &middot; <a href="{_esc(rel)}">full resolution</a>' if rel else ""
+            text = f"{_esc(caption)} (epoch {epoch}; 256 colours{full})"
+            blocks.append(_figure_html(palette_png(p.read_bytes()), kind, kind, text, lazy=True))
     if not blocks:
         blocks.append('<p class="note">This trial wrote no images (tracking.wandb.log_images_every: 0).</p>')
     return "".join(blocks)
@@ -908,7 +941,7 @@ def render_html(sd: SweepData, wandb_url: str | None = None) -> str:
                 (
                     f"samples-{_esc(trial.trial_id)}",
                     f"{title}: predictions and layers (trial {_esc(trial.trial_id)}, {_esc(_trial_label(trial))})",
-                    _samples_html(trial),
+                    _samples_html(trial, sd.sweep_dir),
                 )
             )
     sections.append(

@@ -192,7 +192,7 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
         f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=10000",
         "--dump-dom",
-        report.as_uri(),
+        report.as_uri() + "#check",  # images load lazily: #check decodes every one
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -468,3 +468,31 @@ def test_leaderboard_sorts_and_filters_in_the_page(tmp_path, synth_dir):
     assert set(got["asc"][len(finished) :]) == {"d", "e"} == set(got["desc"][len(finished) :])
     assert got["stopped"] == ["b"] and got["count"] == f"1 of {len(rows)} trials"
     assert sorted(got["all"]) == sorted(rows)
+
+
+def test_sample_images_are_embedded_small_lazy_and_linked(tmp_path, synth_dir):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    sweep = hand_sweep(tmp_path, synth_dir)
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.random((24, 24, 3)), np.ones((16, 16, 1)))  # activation-map-like blocks
+    pixels = (255 * np.clip(smooth + 0.05 * rng.random((384, 384, 3)), 0, 1)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    images = sweep / "tune" / "a" / "run" / "images"
+    images.mkdir()
+    (images / "epoch_003_layers.png").write_bytes(buf.getvalue())
+    out = sweep / "report.html"
+    out.write_text(render_html(load_sweep(sweep)))
+    page = parse(out)
+    check_images(page)
+    (layers,) = [i for i in page.images if i.get("data-plot") == "layers"]
+    embedded = base64.b64decode(layers["src"].split(",", 1)[1])
+    assert len(embedded) < len(buf.getvalue()) / 2 and layers.get("loading") == "lazy"
+    assert Image.open(io.BytesIO(embedded)).size == (384, 384)
+    assert all(i.get("loading") is None for i in page.images if i.get("data-plot") == "pareto")
+    href = re.search(r'<a href="([^"]+)">full resolution</a>', out.read_text()).group(1)
+    assert (out.parent / href).read_bytes() == buf.getvalue()  # relative to report.html's folder
