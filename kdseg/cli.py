@@ -188,11 +188,17 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 def cmd_sweep(args: argparse.Namespace) -> int:
     from kdseg.sweep import plan_sweep, run_sweep
 
+    overrides = args.overrides
+    if args.smoke:
+        from kdseg import smoke
+
+        overrides = smoke.smoke_overrides(args.space, args.overrides)
+        print(smoke.describe(overrides, args.overrides), file=sys.stderr)
     plan = plan_sweep(
         args.space,
         out_root=args.out,
         name=args.name,
-        overrides=args.overrides,
+        overrides=overrides,
         address=args.address,
         verbose=args.verbose,
     )
@@ -207,14 +213,15 @@ def cmd_resume(args: argparse.Namespace) -> int:
     )
 
 
-def _print_sweep_result(result) -> int:
+def _print_sweep_result(result, console=None) -> int:
     from rich.console import Console
 
     from kdseg.ranking import render_leaderboard
 
-    console = Console()
-    if not console.is_terminal:  # logs and CI: wide enough for the whole table
-        console = Console(width=160)
+    if console is None:
+        console = Console()
+        if not console.is_terminal:  # logs and CI: wide enough for the whole table
+            console = Console(width=160)
     console.print(render_leaderboard(result.leaderboard, title=f"leaderboard: {result.sweep_dir.name}"))
     counts: dict[str, int] = {}
     for row in result.leaderboard:
@@ -223,10 +230,15 @@ def _print_sweep_result(result) -> int:
     console.print(
         f"{len(result.leaderboard)} trials ({summary}) in {result.wall_time_s:.0f}s", highlight=False
     )
-    console.print(f"leaderboard: {result.sweep_dir / 'leaderboard.csv'}", highlight=False)
     from kdseg.tracking import finish_sweep
 
-    for line in finish_sweep(None, result):
+    # Paths under the working directory are shown relative to it, so that a command stays on one line
+    # of a narrow terminal; commands are printed unbroken (soft wrap) so that they copy whole.
+    sweep_dir = Path(result.sweep_dir).resolve()
+    short = _shown(sweep_dir)
+    lines = [f"leaderboard: {short / 'leaderboard.csv'}"]
+    lines += [line.replace(str(sweep_dir), str(short)) for line in finish_sweep(None, result)]
+    for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.best_config is None:
         from kdseg.ranking import why_no_winner
@@ -238,8 +250,17 @@ def _print_sweep_result(result) -> int:
         # the sweep worked; its answer is that no student is good enough to deploy
         console.print(f"no winner, so no best_config.yaml: {why}", style="yellow", highlight=False)
         return 0
-    console.print(f"best config: {result.best_config}", highlight=False)
+    console.print(f"best config: {_shown(result.best_config)}", highlight=False, soft_wrap=True)
     return 0
+
+
+def _shown(path) -> Path:
+    """``path`` relative to the working directory when it lies below it, else absolute."""
+    path = Path(path).resolve()
+    try:
+        return path.relative_to(Path.cwd())
+    except ValueError:
+        return path
 
 
 def cmd_export(args: argparse.Namespace) -> int:
@@ -260,11 +281,109 @@ def cmd_export(args: argparse.Namespace) -> int:
 # --------------------------------------------------------------------------------------- parser
 
 
-def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(
-        prog="kdseg",
-        description="Online knowledge distillation for semantic segmentation: train, sweep, compare, export.",
+class _Formatter(argparse.HelpFormatter):
+    """Wraps prose; keeps indented lines (the examples) as written."""
+
+    def _fill_text(self, text: str, width: int, indent: str) -> str:
+        return "\n".join(
+            indent + line
+            if line.startswith("  ")
+            else super(_Formatter, self)._fill_text(line, width, indent)
+            for line in text.splitlines()
+        )
+
+
+SWEEP_DESCRIPTION = (
+    "Run a hyper-parameter sweep of a search space: Ray Tune trials, Optuna (TPE, grid points first), "
+    "ASHA early stopping. Prints a live trial table, then the leaderboard; writes ROOT/NAME/ "
+    "(leaderboard.csv, best_config.yaml, optuna.db, tune/). --set overrides the base config (data.*, "
+    "train.*, ...) and the space file's own keys (sweep.*, space.*, storage)."
+)
+
+# description, example (with %(prog)s) of every command, by its words after `kdseg`
+HELP: dict[str, tuple[str, str]] = {
+    "": (
+        "Online knowledge distillation for semantic segmentation: train, sweep, compare, export.",
+        "%(prog)s train experiments/quickstart_synth.yaml --out runs/train/demo",
+    ),
+    "train": (
+        "Train one teacher/student pair from a training config, without Ray: writes config.yaml, "
+        "metrics.jsonl, student.pt and checkpoint.pt to OUT.",
+        "%(prog)s experiments/quickstart_synth.yaml --out runs/train/demo --set train.epochs=2",
+    ),
+    "data": (
+        "Dataset tools: generate road scenes, count class pixels.",
+        "%(prog)s synth --out /tmp/synth --n 64 --size 64x64",
+    ),
+    "data synth": (
+        "Generate procedural road scenes in the carla (Lyft-Udacity) layout: CameraRGB/ and CameraSeg/.",
+        "%(prog)s --out /tmp/synth --n 64 --size 64x64",
+    ),
+    "data stats": (
+        "Count the training pixels of each class of a config's dataset and show the inverse and "
+        "median_frequency class weights: a table, class_stats.png and class_stats.json.",
+        "%(prog)s experiments/camvid_online_r34_r18.yaml --set data.root=/data/camvid",
+    ),
+    "sweep": (
+        SWEEP_DESCRIPTION,
+        "%(prog)s search_spaces/kd_temperature_alpha.yaml --set data.root=/data/lyft_udacity \\\n"
+        "      --set sweep.num_samples=4 --set sweep.max_concurrent=2\n"
+        "  %(prog)s search_spaces/backbones.yaml --smoke --set data.root=/data/lyft_udacity",
+    ),
+    "resume": (
+        "Continue an interrupted sweep from its folder; finished trials keep their results and are not rerun.",
+        "%(prog)s runs/quickstart",
+    ),
+    "export": (
+        "Write the best trial's complete training config (kdseg train accepts it unchanged), or with "
+        "--format the best student itself as ONNX or TorchScript, checked against PyTorch.",
+        "%(prog)s runs/quickstart --format onnx",
+    ),
+    "bench": ("", "%(prog)s experiments/carla_online_r34_r18.yaml --size 512x512 --device cpu"),
+    "submit": ("", "%(prog)s search_spaces/backbones.yaml --address http://HOST:8265 --out /shared/runs"),
+    "status": (
+        "Print the status of a sweep job submitted with kdseg submit.",
+        "%(prog)s kdseg-backbones-1a2b3c",
+    ),
+    "logs": ("Print the logs of a sweep job submitted with kdseg submit.", "%(prog)s kdseg-backbones-1a2b3c"),
+    "report": ("", "%(prog)s runs/quickstart -o /tmp/quickstart.html"),
+}
+
+
+def _add_sweep_args(sw: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    sw.add_argument("space", help="search space YAML (see search_spaces/)")
+    sw.add_argument("--out", default="runs", help="root folder of sweeps (default: runs)")
+    sw.add_argument("--name", help="sweep name = folder and Optuna study name (default: the space's name)")
+    sw.add_argument(
+        "--address", help="join a Ray cluster (e.g. auto or ray://host:10001) instead of local Ray"
     )
+    sw.add_argument(
+        "--smoke",
+        action="store_true",
+        help="a CPU dry run of the same question: every grid point once, 64x64 images, 2 epochs of 2 "
+        "steps, no pretrained weights, 1 CPU a trial (the overrides are printed; --set wins)",
+    )
+    sw.add_argument("--verbose", action="store_true", help="show Ray's own logs")
+    _add_set(sw)
+    sw.set_defaults(func=cmd_sweep)
+    return sw
+
+
+def _document(p: argparse.ArgumentParser, words: str = "") -> None:
+    """Give ``p`` and its subcommands their description and example from :data:`HELP`."""
+    description, example = HELP[words]
+    p.formatter_class = _Formatter
+    if description and not p.description:
+        p.description = description
+    p.epilog = ("examples:\n  " if "\n" in example else "example:\n  ") + example
+    for action in p._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for name, child in action.choices.items():
+                _document(child, f"{words} {name}".strip())
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="kdseg")
     sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     t = sub.add_parser("train", help="train a teacher/student pair from a config (no Ray)")
@@ -291,16 +410,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_set(st)
     st.set_defaults(func=cmd_data_stats)
 
-    sw = sub.add_parser("sweep", help="run a hyper-parameter sweep (same as kdseg-sweep)")
-    sw.add_argument("space", help="search space YAML (see search_spaces/)")
-    sw.add_argument("--out", default="runs", help="root folder of sweeps (default: runs)")
-    sw.add_argument("--name", help="sweep name = folder and Optuna study name (default: the space's name)")
-    sw.add_argument(
-        "--address", help="join a Ray cluster (e.g. auto or ray://host:10001) instead of local Ray"
-    )
-    sw.add_argument("--verbose", action="store_true", help="show Ray's own logs")
-    _add_set(sw)
-    sw.set_defaults(func=cmd_sweep)
+    _add_sweep_args(sub.add_parser("sweep", help="run a hyper-parameter sweep (same as kdseg-sweep)"))
 
     r = sub.add_parser("resume", help="continue an interrupted sweep")
     r.add_argument("sweep_dir", help="the sweep folder (runs/NAME)")
@@ -333,6 +443,16 @@ def build_parser() -> argparse.ArgumentParser:
     add_bench_parser(sub)
     add_cluster_parsers(sub)
     add_report_parser(sub)
+    _document(p)
+    return p
+
+
+def build_sweep_parser() -> argparse.ArgumentParser:
+    """``kdseg-sweep``: the arguments of ``kdseg sweep``, under its own name."""
+    p = _add_sweep_args(argparse.ArgumentParser(prog="kdseg-sweep"))
+    p.formatter_class = _Formatter
+    p.description, example = HELP["sweep"]
+    p.epilog = f"examples:\n  {example}"
     return p
 
 
@@ -354,8 +474,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 def sweep_main(argv: Sequence[str] | None = None) -> int:
     """``kdseg-sweep SPACE.yaml ...``: the same as ``kdseg sweep SPACE.yaml ...``."""
-    argv = list(sys.argv[1:] if argv is None else argv)
-    return main(["sweep", *argv])
+    args = build_sweep_parser().parse_args(sys.argv[1:] if argv is None else argv)
+    return _run(args.func, args)
 
 
 if __name__ == "__main__":

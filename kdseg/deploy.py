@@ -1,11 +1,14 @@
 """Deployable students: a sweep's best student exported to ONNX or TorchScript, with its weights.
 
-- :func:`export_model`: any ``nn.Module`` -> an ONNX file (``torch.onnx.export``; dynamic batch axis,
-  fixed H x W) or a TorchScript file (``torch.jit.trace`` + ``torch.jit.save``), written atomically and
-  then *checked*: PyTorch and the exported model (onnxruntime's CPUExecutionProvider, or
+- :func:`export_model`: any ``nn.Module`` -> an ONNX file (``torch.onnx.export``; dynamic batch, height
+  and width axes) or a TorchScript file (``torch.jit.trace`` + ``torch.jit.save``), written atomically
+  and then *checked*: PyTorch and the exported model (onnxruntime's CPUExecutionProvider, or
   ``torch.jit.load``) run on the same random input (batch 2, so the dynamic batch axis is exercised)
-  and the largest absolute difference of their logits must be <= ``atol`` (1e-4). A failed check
-  removes the file and raises :class:`ExportError`.
+  and the largest absolute difference of their logits must be <= ``atol`` (1e-4). ONNX is checked a
+  second time at another size (:func:`second_size`, 128x128 unless that is the export size); if the
+  model does not give PyTorch's answer there (its graph fixed the size), it is exported again with
+  height and width fixed, and a note says why. A failed check removes the file and raises
+  :class:`ExportError`.
 - :func:`export_student`: picks the sweep's best trial (:func:`kdseg.export.pick_trial`), builds its
   student from the trial's ``run/config.yaml`` (no pretrained download: the trained weights replace
   them), loads ``run/student.pt`` (``weights_only=True``) and calls :func:`export_model`.
@@ -107,11 +110,27 @@ def default_output(sweep_dir: str | os.PathLike, fmt: str) -> Path:
 # --------------------------------------------------------------------------------------- export
 
 
+def second_size(h: int, w: int) -> tuple[int, int]:
+    """The other input size an ONNX export with dynamic height/width is checked at (multiples of 32)."""
+    return (128, 128) if (h, w) != (128, 128) else (96, 160)
+
+
 def _export_onnx(
-    model: nn.Module, x: Any, path: Path, opset: int | None, dynamo: bool | None, notes: list[str]
+    model: nn.Module,
+    x: Any,
+    path: Path,
+    opset: int | None,
+    dynamo: bool | None,
+    notes: list[str],
+    dynamic_hw: bool = True,
 ) -> str:
     """Write ``path``; returns the exporter that did it ("dynamo" or "torchscript")."""
     import torch
+
+    batch = torch.export.Dim("batch", min=1, max=4096)
+    # AUTO: a size the graph depends on is fixed rather than refused; the second-size check finds it
+    dims = {0: batch, 2: torch.export.Dim.AUTO, 3: torch.export.Dim.AUTO} if dynamic_hw else {0: batch}
+    axes = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
 
     kw: dict[str, Any] = {"input_names": ["image"], "output_names": ["logits"]}
     if opset is not None:
@@ -130,7 +149,7 @@ def _export_onnx(
                     str(path),
                     dynamo=True,
                     external_data=False,  # one self-contained file (students are far below 2 GB)
-                    dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=4096)},),
+                    dynamic_shapes=(dims,),
                     verbose=False,
                     **kw,
                 )
@@ -149,7 +168,7 @@ def _export_onnx(
                     (x,),
                     str(path),
                     dynamo=False,
-                    dynamic_axes={"image": {0: "batch"}, "logits": {0: "batch"}},
+                    dynamic_axes={"image": axes, "logits": axes},
                     **kw,
                 )
     return exporter
@@ -226,7 +245,8 @@ def export_model(
             installed (falling back to TorchScript-based if it fails).
 
     Returns: ``path, format, exporter, opset, runtime, input_shape, output_shape, max_abs_diff, atol,
-    bytes, notes``.
+    bytes, notes``, and ``dynamic_hw`` (ONNX: whether other heights and widths run) with
+    ``checked_sizes`` (the ``[H, W]`` the exported model was compared with PyTorch at).
 
     Raises:
         ExportError: unknown format, missing runtime, the model cannot run at ``size``, the export
@@ -260,8 +280,23 @@ def export_model(
         ) from None
     example = x
     meta = {"input_shape": ["N", in_ch, h, w], "output_shape": ["N", *ref.shape[1:]], **dict(metadata or {})}
-
     notes: list[str] = []
+    dynamic_hw, checked = fmt == "onnx", [[h, w]]
+    if dynamic_hw:
+        h2, w2 = second_size(h, w)
+        x2 = torch.randn(1, in_ch, h2, w2, generator=gen)
+        try:
+            with torch.no_grad():
+                ref2 = model(x2).numpy()
+        except Exception as e:  # the architecture itself cannot take another size
+            dynamic_hw = False
+            notes.append(
+                f"height and width are fixed at {h}x{w}: PyTorch cannot run the model at {h2}x{w2} "
+                f"({_first_line(e, 160)})"
+            )
+        else:
+            meta.update(input_shape=["N", in_ch, "H", "W"], output_shape=["N", ref.shape[1], "H", "W"])
+
     try:
         out.parent.mkdir(parents=True, exist_ok=True)
         tmp_dir = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.", suffix=".tmp"))
@@ -271,7 +306,19 @@ def export_model(
         tmp = tmp_dir / out.name
         try:
             if fmt == "onnx":
-                exporter = _export_onnx(model, example, tmp, opset, dynamo, notes)
+                exporter = _export_onnx(model, example, tmp, opset, dynamo, notes, dynamic_hw)
+                if dynamic_hw:
+                    why = _other_size_problem(tmp, x2, ref2, atol)
+                    if why is None:
+                        checked.append([h2, w2])
+                    else:  # the graph fixed the size somewhere: export it as what it is
+                        dynamic_hw = False
+                        notes.append(
+                            f"height and width are fixed at {h}x{w}: exported with dynamic ones, it {why}"
+                        )
+                        meta.update(input_shape=["N", in_ch, h, w], output_shape=["N", *ref.shape[1:]])
+                        tmp.unlink(missing_ok=True)
+                        exporter = _export_onnx(model, example, tmp, opset, dynamo, notes, False)
                 used_opset = _add_onnx_metadata(tmp, meta)
                 runtime = (
                     "onnxruntime " + _require("onnxruntime", fmt).__version__ + " (CPUExecutionProvider)"
@@ -310,7 +357,24 @@ def export_model(
         "atol": atol,
         "bytes": out.stat().st_size,
         "notes": notes,
+        "dynamic_hw": dynamic_hw,
+        "checked_sizes": checked,
     }
+
+
+def _other_size_problem(path: Path, x: Any, ref: Any, atol: float) -> str | None:
+    """Why the ONNX model at ``path`` does not reproduce ``ref`` on ``x`` (None when it does)."""
+    import numpy as np
+
+    size = "x".join(map(str, x.shape[2:]))
+    try:
+        got = _run_onnx(path, x)
+    except ExportError as e:
+        return f"cannot run at {size} ({str(e).split(': ', 2)[-1][:160]})"
+    if got.shape != ref.shape:
+        return f"returns shape {list(got.shape)} at {size}, PyTorch {list(ref.shape)}"
+    diff = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
+    return None if diff <= atol else f"differs from PyTorch at {size} (max |diff| {diff:.3g} > {atol:g})"
 
 
 # ---------------------------------------------------------------------------------------- sweeps
@@ -440,6 +504,9 @@ def run_export_format(args: argparse.Namespace) -> int:
         f"check: {r['runtime']} vs PyTorch on random {'x'.join(map(str, r['input_shape']))} input: "
         f"max |diff| {r['max_abs_diff']:.2e} <= {r['atol']:g}  OK"
     )
+    if r.get("dynamic_hw"):
+        sizes = " and ".join("x".join(map(str, hw)) for hw in r["checked_sizes"])
+        print(f"input: any batch, height and width the architecture accepts (checked at {sizes})")
     for note in r.get("notes", []):
         print(f"note: {note}")
     return 0

@@ -2,7 +2,9 @@
 
 The config written is the trial's own resolved config (``tune/<trial_id>/run/config.yaml``, the
 exact config its ``train_kd`` ran with, ``train.epochs = max_t``), so ``kdseg train`` on it reproduces
-the trial: same data, same seed, same schedule.
+the trial: same data, same seed, same schedule. Keys that do not apply to the trial (an encoder of a
+lightweight UNet, the KD settings of a no-KD student, ...) are left out, and named in a comment at the
+top, so that the file reads as what was run; ``kdseg train`` fills them with their (unused) defaults.
 """
 
 from __future__ import annotations
@@ -11,8 +13,9 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kdseg.config import load_config, save_config
+from kdseg.config import OWN_ARCHS, KDConfig, config_to_dict, load_config
 from kdseg.errors import KdsegError
+from kdseg.fileio import atomic_write
 
 LEADERBOARD = "leaderboard.csv"
 BEST_CONFIG = "best_config.yaml"
@@ -58,5 +61,69 @@ def export_config(
         raise KdsegError(f"{src}: the trial's config is missing (was the sweep folder moved or pruned?)")
     cfg = load_config(src)
     cfg = cfg.model_copy(update={"name": f"{sweep_dir.name}-{row['trial_id']}"})
-    path = save_config(cfg, Path(out) if out else sweep_dir / BEST_CONFIG)
+    path = write_applicable(cfg, Path(out) if out else sweep_dir / BEST_CONFIG)
     return path, row
+
+
+_KD_ONLY = (
+    "temperature",
+    "alpha",
+    "sites",
+    "feature_loss",
+    "feature_weight",
+    "alternation",
+    "teacher_entropy",
+)
+
+
+def inapplicable(cfg: KDConfig) -> dict[str, str]:
+    """Dotted keys of ``cfg`` that nothing reads in this run, with the reason."""
+    out: dict[str, str] = {}
+    d = cfg.distill
+    roles = ("student",) if d.mode == "none" else ("teacher", "student")
+    if d.mode == "none":
+        out["teacher"] = "distill.mode none: no teacher"
+        for k in (*_KD_ONLY, "alpha_schedule", "alpha_final"):
+            out[f"distill.{k}"] = "distill.mode none: the student trains alone"
+        out["train.teacher_lr"] = "distill.mode none: no teacher"
+    else:
+        if d.sites == ["logits"]:
+            out["distill.feature_loss"] = out["distill.feature_weight"] = "no feature sites (distill.sites)"
+        if d.alpha_schedule == "constant":
+            out["distill.alpha_final"] = "distill.alpha_schedule constant"
+        if not cfg.teacher_trains:
+            out["train.teacher_lr"] = "the teacher does not train"
+    for role in roles:
+        m = getattr(cfg, role)
+        if m.arch in OWN_ARCHS:
+            out[f"{role}.encoder"] = f"{role}.arch {m.arch} has no smp encoder"
+        if m.arch != "lightweight_unet":
+            out[f"{role}.width"] = f"{role}.width applies to lightweight_unet only"
+    if cfg.data.format != "synthetic":
+        out["data.synth"] = "data.format is not synthetic"
+    return out
+
+
+def write_applicable(cfg: KDConfig, path: Path) -> Path:
+    """Write ``cfg`` as YAML without the keys :func:`inapplicable` names, listed in a header comment."""
+    import yaml
+
+    doc = config_to_dict(cfg)
+    left = inapplicable(cfg)
+    for key in left:
+        section, _, name = key.partition(".")
+        if name:
+            doc[section].pop(name, None)
+        else:
+            doc.pop(section, None)
+    by_reason: dict[str, list[str]] = {}
+    for key, reason in left.items():
+        by_reason.setdefault(reason, []).append(key)
+    head = "".join(f"#   {', '.join(keys)}: {reason}\n" for reason, keys in by_reason.items())
+    head = (
+        f"# left out (they do not apply to this run; kdseg train fills in defaults):\n{head}" if head else ""
+    )
+    with atomic_write(path, "w") as f:
+        f.write(head)
+        yaml.safe_dump(doc, f, sort_keys=False, default_flow_style=None)
+    return Path(path)

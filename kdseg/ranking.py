@@ -337,48 +337,96 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if f is None else format(f, spec)
 
 
+def _has(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
+    return any(as_number(r.get(key)) is not None for r in rows)
+
+
 def render_leaderboard(
     rows: Sequence[Mapping[str, Any]], max_rows: int = 20, title: str | None = "Leaderboard"
 ):
-    """A compact :class:`rich.table.Table` of the first ``max_rows`` rows."""
+    """A compact :class:`rich.table.Table` of the first ``max_rows`` rows, best first; whole at 80 columns.
+
+    The pair column shows the space's ``label`` when rows carry one, else ``teacher -> student``; it and
+    ``sites`` (shown only when rows differ in it) wrap at their spaces, every other column stays whole.
+    ``gain`` appears when rows carry a ``kd_gain``; the caption explains the marker column. Other row
+    keys are ignored.
+    """
     from rich.table import Table
 
-    table = Table(title=title, header_style="bold", show_lines=False, pad_edge=False)
-    for name, justify in (
-        ("#", "right"),
-        ("trial", "left"),
-        ("status", "left"),
-        ("teacher -> student", "left"),
-        ("T", "right"),
-        ("alpha", "right"),
-        ("sites", "left"),
-        ("params M", "right"),
-        ("val mIoU", "right"),
-        ("IoU/Mparam", "right"),
-        ("ep", "right"),
-        ("*", "center"),
-    ):
-        table.add_column(name, justify=justify, no_wrap=name != "teacher -> student")
-    styles = {"error": "red", "diverged": "red", "stopped": "dim", "running": "yellow"}
-    for i, r in enumerate(rows[:max_rows], start=1):
+    shown = rows[:max_rows]
+    sites = len({str(r.get("distill_site")) for r in shown if r.get("distill_site")}) > 1
+    gain = _has(shown, "kd_gain")
+    floor = any(r.get("below_floor") is True for r in shown)
+    labels = any(r.get("label") for r in shown)
+    table = Table(
+        title=title,
+        title_justify="left",
+        header_style="bold",
+        box=None,
+        pad_edge=False,
+        padding=(0, 1, 0, 0),  # one space between columns
+    )
+    cells: list[tuple[str, ...]] = []
+    for r in shown:
         params = as_number(r.get("student_params"))
-        table.add_row(
-            str(r.get("rank", i)),
-            str(r.get("trial_id", "")),
-            str(r.get("status", "")),
-            f"{r.get('teacher') or '-'} -> {r.get('student') or '-'}",
-            _fmt(r.get("temperature"), ".2f"),
-            _fmt(r.get("alpha"), ".2f"),
-            str(r.get("distill_site") or "-"),
-            "-" if params is None else f"{params / 1e6:.2f}",
-            _fmt(r.get("val_miou"), ".4f"),
-            _fmt(r.get("iou_per_mparam"), ".4f"),
-            "-" if r.get("epochs") is None else str(r.get("epochs")),
-            "*" if r.get("pareto") else "",
-            style=styles.get(str(r.get("status")), None),
+        status = str(r.get("status", ""))
+        if status == "stopped" and r.get("epochs") is not None:  # ASHA stopped it after this epoch
+            status = f"stopped@{r.get('epochs')}"
+        pair = f"{r.get('teacher') or '-'} -> {r.get('student') or '-'}"
+        cells.append(
+            (
+                str(r.get("trial_id", "")),
+                status,
+                str(r.get("label") or pair) if labels else pair,
+                _fmt(r.get("temperature"), ".2f"),
+                _fmt(r.get("alpha"), ".2f"),
+                *([str(r.get("distill_site") or "-").replace("+", "+ ")] if sites else []),
+                "-" if params is None else f"{params / 1e6:.2f}",
+                _fmt(r.get("val_miou"), ".3f"),
+                _fmt(r.get("iou_per_mparam"), ".3f"),
+                *([_fmt(r.get("kd_gain"), "+.3f")] if gain else []),
+                ("*" if r.get("pareto") else "") + ("<" if r.get("below_floor") is True else ""),
+            )
         )
+    columns = [
+        ("trial", "left", None),
+        ("status", "left", None),
+        ("pair" if labels else "teacher -> student", "left", 8),
+        ("T", "right", None),
+        ("alpha", "right", None),
+        *([("sites", "left", 6)] if sites else []),
+        ("Mparam", "right", None),
+        ("mIoU", "right", None),
+        ("mIoU/M", "right", None),
+        *([("gain", "right", None)] if gain else []),
+        ("*", "left", None),
+    ]
+    for j, (name, justify, wraps_to) in enumerate(columns):
+        whole = max([len(name)] + [len(c[j]) for c in cells])
+        word = max([len(name)] + [len(w) for c in cells for w in c[j].split()])
+        table.add_column(
+            name,
+            justify=justify,
+            no_wrap=wraps_to is None,
+            overflow="fold",
+            min_width=whole if wraps_to is None else min(wraps_to, whole),
+            max_width=word if name == "sites" else None,  # one site a line; the room goes to the pair
+        )
+    styles = {"error": "red", "diverged": "red", "stopped": "dim", "running": "yellow"}
+    for r, c in zip(shown, cells, strict=True):
+        table.add_row(*c, style=styles.get(str(r.get("status")), None))
+    legend = [
+        "Best first. * Pareto front: no other trial is more accurate with fewer parameters.",
+        "mIoU/M: val mIoU per million student parameters; stopped@N: ASHA stopped it after epoch N.",
+    ]
+    if gain:
+        legend.append("gain: kd_gain, the mIoU gained over the same student trained without KD.")
+    if floor:
+        legend.append("<: below the quality floor, not eligible to win.")
     if len(rows) > max_rows:
-        table.caption = f"... and {len(rows) - max_rows} more (see leaderboard.csv)"
+        legend.append(f"... and {len(rows) - max_rows} more (see leaderboard.csv)")
+    table.caption = "\n".join(legend)
+    table.caption_justify = "left"
     return table
 
 
@@ -398,7 +446,7 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, titl
     if any("pareto" in r for r in pts):  # a built leaderboard's front: full-budget trials over the floor
         front = [bool(r.get("pareto")) for r in pts]
 
-    fig = Figure(figsize=(7, 4.5), dpi=120)
+    fig = Figure(figsize=(8.4, 4.5), dpi=120)
     FigureCanvasAgg(fig)
     ax = fig.add_subplot()
     if not pts:
@@ -434,19 +482,25 @@ def plot_pareto(rows: Sequence[Mapping[str, Any]], path: str | os.PathLike, titl
             drawstyle="steps-post",
             zorder=3,
         )
+        xs = [r["student_params"] for r in pts]
+        mid = (min(xs) * max(xs)) ** 0.5  # labels of points right of the middle go to their left
         for r in on:
+            right = r["student_params"] > mid
             ax.annotate(
                 str(r.get("student") or r.get("trial_id", "")),
                 (r["student_params"] / 1e6, r["val_miou"]),
                 textcoords="offset points",
-                xytext=(4, 4),
+                xytext=(-4, 4) if right else (4, 4),
+                ha="right" if right else "left",
                 fontsize=7,
             )
         ax.set_xscale("log")
         ax.set_xlabel("student parameters (M, log scale)")
         ax.set_ylabel("val mIoU")
         ax.grid(True, which="both", alpha=0.3)
-        ax.legend(loc="lower right", fontsize=8)
+        # outside the axes, to the right: a legend inside would hide markers (the no-KD baselines
+        # tend to sit at the small, low end where a corner legend goes)
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0.0, fontsize=8)
     ax.set_title(title or "mIoU vs. student size")
     fig.tight_layout()
     with atomic_write(path, "wb") as f:

@@ -170,12 +170,12 @@ def _resources(spec) -> dict[str, float]:
 def _describe(spec):
     from kdseg.space import describe_trial, trial_config
 
-    def label(params: dict) -> str:
+    def label(params: dict) -> dict:  # the live table's pair, T and alpha
         try:
             d = describe_trial(trial_config(spec, params))
         except Exception:  # a label is cosmetic; never fail the table for it
-            return ""
-        return f"{d['teacher']}>{d['student']}" if d.get("mode") != "none" else f"{d['student']} (no KD)"
+            return {}
+        return d
 
     return label
 

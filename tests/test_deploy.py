@@ -67,6 +67,39 @@ def test_export_model_matches_pytorch(tmp_path, models, name, fmt):
         got = torch.jit.load(str(out)).eval()(x).detach().numpy()
     assert got.shape == (3, 13, 64, 64)
     np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+    if fmt == "onnx":  # height and width are dynamic: another size gives PyTorch's answer too
+        assert r["dynamic_hw"] and r["checked_sizes"] == [[64, 64], [128, 128]], r["notes"]
+        x = torch.randn(1, 3, 128, 96)
+        with torch.no_grad():
+            ref = model(x).numpy()
+        got = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        assert got.shape == (1, 13, 128, 96)
+        np.testing.assert_allclose(got, ref, atol=1e-4, rtol=0)
+
+
+class _SizeBaked(torch.nn.Module):
+    """Its graph depends on the export size (a reshape by H*W read as Python ints)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h, w = int(x.shape[2]), int(x.shape[3])
+        y = self.conv(x)
+        return y.reshape(-1, 4, h * w).softmax(-1).reshape(-1, 4, h, w)
+
+
+def test_onnx_fixes_height_and_width_where_the_graph_needs_it_and_says_why(tmp_path):
+    import onnxruntime as ort
+
+    out = tmp_path / "baked.onnx"
+    r = export_model(_SizeBaked().eval(), "onnx", out, (64, 64))
+    assert not r["dynamic_hw"] and r["checked_sizes"] == [[64, 64]] and r["max_abs_diff"] <= 1e-4
+    assert any("height and width are fixed at 64x64" in n and "128x128" in n for n in r["notes"]), r["notes"]
+    sess = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    assert [d for d in sess.get_inputs()[0].shape[1:]] == [3, 64, 64]
+    assert [p.name for p in tmp_path.iterdir()] == [out.name]
 
 
 def test_onnx_falls_back_to_the_torchscript_exporter(tmp_path, models, monkeypatch):

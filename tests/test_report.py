@@ -197,7 +197,7 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
         f"--user-data-dir={tmp_path / 'profile'}",
         "--virtual-time-budget=10000",
         "--dump-dom",
-        report.as_uri(),
+        report.as_uri() + "#check",  # images load lazily: #check decodes every one
     ]
     out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr[-2000:]
@@ -223,8 +223,11 @@ def test_no_api_key_in_any_file_kdseg_wrote(sweep):
 # --------------------------------------------------------------------------- no Ray, no network
 
 
-def test_report_of_a_sweep_with_failures_and_no_images(tmp_path, synth_dir):
-    """A hand-made sweep folder: completed, stopped, diverged and errored trials, no images, no W&B."""
+def hand_sweep(tmp_path: Path, synth_dir: Path, extra: int = 0, hard_loss: bool = False) -> Path:
+    """A hand-made sweep folder: completed, stopped, diverged and errored trials, no images, no W&B.
+
+    ``extra`` more completed KD trials with other alpha/T; ``hard_loss`` logs ``train_loss_hard`` too.
+    """
     from kdseg.config import dump_yaml
     from kdseg.ranking import build_leaderboard, write_leaderboard_csv
     from kdseg.space import load_space, spec_to_dict
@@ -248,7 +251,8 @@ def test_report_of_a_sweep_with_failures_and_no_images(tmp_path, synth_dir):
             "status": "completed",
             "mode": "none",
             "teacher": "-",
-            "val_miou": 0.3,
+            "student_params": 200_000,
+            "val_miou": 0.1,
             "epochs": 3,
         },
         {**base, "trial_id": "d", "status": "diverged", "mode": "online", "val_miou": None, "epochs": 2},
@@ -262,15 +266,21 @@ def test_report_of_a_sweep_with_failures_and_no_images(tmp_path, synth_dir):
             "error": "boom",
         },
     ]
+    rows += [
+        {**base, "trial_id": f"x{i:03d}", "status": "completed", "mode": "online", "epochs": 3}
+        | {"val_miou": 0.15 + 0.2 * (i % 7) / 7, "alpha": 0.1 + 0.8 * (i % 9) / 9, "temperature": 1.0 + i % 8}
+        for i in range(extra)
+    ]
     write_leaderboard_csv(build_leaderboard(rows, "iou_per_mparam", 3), sweep / "leaderboard.csv")
-    for row in rows[:4]:
+    for row in [r for r in rows if r["status"] != "error"]:
         run = sweep / "tune" / row["trial_id"] / "run"
         run.mkdir(parents=True)
         metrics = [
             {
                 "epoch": e,
                 "val_miou": (row["val_miou"] or 0.1) * e / row["epochs"],
-                "train_loss": 2.0 / e,
+                "train_loss": (1 - row["alpha"]) * 2.0 / e + row["alpha"] * row["temperature"] ** 2 * 0.1,
+                **({"train_loss_hard": 2.0 / e} if hard_loss else {}),
                 "student_per_class_iou": [0.5, None, 0.1],
                 "teacher_per_class_iou": None if row["mode"] == "none" else [0.6, 0.2, None],
                 "images_per_s": 10.0,
@@ -279,9 +289,15 @@ def test_report_of_a_sweep_with_failures_and_no_images(tmp_path, synth_dir):
             for e in range(1, row["epochs"] + 1)
         ]
         (run / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in metrics) + '{"cut')
-        params = {"pair": "baseline" if row["mode"] == "none" else "r34-light", "distill.alpha": 0.5}
-        (run.parent / "params.json").write_text(json.dumps({**params, "distill.temperature": 4.0}))
-    sd = load_sweep(sweep)
+        params = {"pair": "baseline" if row["mode"] == "none" else "r34-light", "distill.alpha": row["alpha"]}
+        (run.parent / "params.json").write_text(
+            json.dumps({**params, "distill.temperature": row["temperature"]})
+        )
+    return sweep
+
+
+def test_report_of_a_sweep_with_failures_and_no_images(tmp_path, synth_dir):
+    sd = load_sweep(hand_sweep(tmp_path, synth_dir))
     assert sd.best.trial_id == "a" and sd.baseline.trial_id == "c"
     html = render_html(sd)
     out = tmp_path / "r.html"
@@ -335,3 +351,153 @@ def test_wandb_report_spec_holds_the_comparisons():
         assert view["viewType"]
     pc_view = pc._to_model().model_dump(by_alias=True, mode="json", exclude_none=True)
     assert pc_view["config"]["columns"][1]["accessor"] == "config:search.value.distill_temperature"
+
+
+# ------------------------------------------------------------------ what a reader sees (issue 19)
+
+
+def drawn_figures(monkeypatch) -> list:
+    """Every matplotlib figure saved from now on (the report's plots are drawn off-screen)."""
+    from matplotlib.figure import Figure
+
+    figures, real = [], Figure.savefig
+
+    def keep(self, *args, **kwargs):
+        figures.append(self)
+        return real(self, *args, **kwargs)
+
+    monkeypatch.setattr(Figure, "savefig", keep)
+    return figures
+
+
+def test_pareto_legend_leaves_every_marker_visible(tmp_path, synth_dir, monkeypatch):
+    from kdseg.report import pareto_png
+
+    figures = drawn_figures(monkeypatch)
+    pareto_png(load_sweep(hand_sweep(tmp_path, synth_dir, extra=12)))
+    (fig,) = figures
+    ax = fig.axes[0]
+    renderer = fig.canvas.get_renderer()
+    legend, frame = ax.get_legend().get_window_extent(renderer), ax.get_window_extent(renderer)
+    assert legend.x0 >= frame.x1  # beside the axes, not over them
+    baseline = next(c for c in ax.collections if c.get_label() == "no-KD baseline")
+    ((x, y),) = ax.transData.transform(baseline.get_offsets())
+    assert frame.x0 <= x <= frame.x1 and frame.y0 <= y <= frame.y1 and not legend.contains(x, y)
+    assert legend.x1 <= fig.bbox.x1  # and the legend itself is not cut off
+
+
+@pytest.mark.parametrize("hard", [True, False])
+def test_loss_curves_are_comparable_or_say_they_are_not(tmp_path, synth_dir, monkeypatch, hard):
+    from kdseg.report import curves_png
+
+    sd = load_sweep(hand_sweep(tmp_path, synth_dir, extra=4, hard_loss=hard))
+    figures = drawn_figures(monkeypatch)
+    curves_png(sd)
+    (fig,) = figures
+    loss_ax = fig.axes[1]
+    title = loss_ax.get_title()
+    ys = {tuple(line.get_ydata()) for line in loss_ax.get_lines() if len(line.get_ydata()) == 3}
+    if hard:  # the CE part: the same for every alpha/T here, so one curve shape for all full trials
+        assert "CE" in title and ys == {(2.0, 1.0, 2.0 / 3)}
+    else:  # only the total was logged: plotted as it is, and the title says what that means
+        assert "not comparable across alpha/T" in title and len(ys) > 1
+    html = render_html(sd)
+    assert ("comparable across trials" in html) is hard and ("are not comparable on it" in html) is not hard
+
+
+def chromium() -> str:
+    browser = next(
+        (shutil.which(b) for b in ("chromium", "chromium-browser", "google-chrome") if shutil.which(b)), None
+    )
+    if browser is None:
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail("chromium is not installed (CI installs it: apt-get install -y chromium)")
+        pytest.skip("chromium is not installed")
+    return browser
+
+
+def dump_dom(page: Path, profile: Path) -> str:
+    cmd = [
+        chromium(),
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--no-first-run",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        f"--user-data-dir={profile}",
+        "--virtual-time-budget=10000",
+        "--dump-dom",
+        page.as_uri(),
+    ]
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return out.stdout
+
+
+DRIVER = """
+<script>
+window.addEventListener('load', function () {
+  var out = {}, table = document.getElementById('lb'), input = document.getElementById('lb-filter');
+  function ids() {
+    return Array.prototype.filter.call(table.tBodies[0].rows, function (r) { return r.style.display !== 'none'; })
+      .map(function (r) { return r.cells[1].textContent; });
+  }
+  var head = Array.prototype.slice.call(table.tHead.rows[0].cells).map(function (c) { return c.textContent; });
+  var miou = table.tHead.rows[0].cells[head.indexOf('val mIoU')];
+  miou.click(); out.asc = ids();
+  miou.click(); out.desc = ids();
+  input.value = 'stopped'; input.dispatchEvent(new Event('input')); out.stopped = ids();
+  out.count = document.getElementById('lb-count').textContent;
+  input.value = ''; input.dispatchEvent(new Event('input')); out.all = ids();
+  document.body.setAttribute('data-driver', JSON.stringify(out));
+});
+</script>
+"""
+
+
+def test_leaderboard_sorts_and_filters_in_the_page(tmp_path, synth_dir):
+    import html as htmllib
+
+    html = render_html(load_sweep(hand_sweep(tmp_path, synth_dir, extra=3)))
+    assert "<script>" in html and 'id="lb-filter"' in html  # inline: no server, no library
+    page = tmp_path / "driven.html"
+    page.write_text(html.replace("</body>", DRIVER + "</body>"))
+    body = re.search(r"<body[^>]*>", dump_dom(page, tmp_path / "profile")).group(0)
+    got = json.loads(htmllib.unescape(re.search(r'data-driver="([^"]*)"', body).group(1)))
+    rows = {r["trial_id"]: r for r in load_sweep(tmp_path / "runs" / "hand").rows}
+    finished = sorted((r["val_miou"], t) for t, r in rows.items() if r["val_miou"] is not None)
+    assert got["asc"][: len(finished)] == [t for _, t in finished]  # numbers ascending, blanks last
+    assert got["desc"][: len(finished)] == [t for _, t in reversed(finished)]
+    assert set(got["asc"][len(finished) :]) == {"d", "e"} == set(got["desc"][len(finished) :])
+    assert got["stopped"] == ["b"] and got["count"] == f"1 of {len(rows)} trials"
+    assert sorted(got["all"]) == sorted(rows)
+
+
+def test_sample_images_are_embedded_small_lazy_and_linked(tmp_path, synth_dir):
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    sweep = hand_sweep(tmp_path, synth_dir)
+    rng = np.random.default_rng(0)
+    smooth = np.kron(rng.random((24, 24, 3)), np.ones((16, 16, 1)))  # activation-map-like blocks
+    pixels = (255 * np.clip(smooth + 0.05 * rng.random((384, 384, 3)), 0, 1)).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(pixels).save(buf, format="PNG")
+    images = sweep / "tune" / "a" / "run" / "images"
+    images.mkdir()
+    (images / "epoch_003_layers.png").write_bytes(buf.getvalue())
+    out = sweep / "report.html"
+    out.write_text(render_html(load_sweep(sweep)))
+    page = parse(out)
+    check_images(page)
+    (layers,) = [i for i in page.images if i.get("data-plot") == "layers"]
+    embedded = base64.b64decode(layers["src"].split(",", 1)[1])
+    assert len(embedded) < len(buf.getvalue()) / 2 and layers.get("loading") == "lazy"
+    assert Image.open(io.BytesIO(embedded)).size == (384, 384)
+    assert all(i.get("loading") is None for i in page.images if i.get("data-plot") == "pareto")
+    href = re.search(r'<a href="([^"]+)">full resolution</a>', out.read_text()).group(1)
+    assert (out.parent / href).read_bytes() == buf.getvalue()  # relative to report.html's folder

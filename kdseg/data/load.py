@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 
@@ -39,6 +40,9 @@ def load_data(cfg: DataConfig, progress: bool = False) -> SegData:
     In ``crop`` mode (with augmentation enabled) training images keep their aspect ratio, each
     side at least twice ``image_size`` where the original allows, never upscaled.
     """
+    if cfg.format != "synthetic" and cfg.root is not None and not Path(cfg.root).expanduser().exists():
+        root = Path(cfg.root).expanduser().resolve()
+        raise DatasetError(f"{root}: dataset folder not found; point data.root at it: --set data.root=PATH")
     layout: Layout = get_format(cfg.format)(cfg)
     train_pairs = _cap(layout.train, cfg.max_samples)
     val_pairs = _cap(layout.val, cfg.max_samples)
