@@ -73,6 +73,12 @@ _KD_ONLY = (
     "feature_weight",
     "alternation",
     "teacher_entropy",
+    "logit_loss",
+    "kd_ignore_index",
+    "dist_beta",
+    "dist_gamma",
+    "affinity_grid",
+    "cwd_temperature",
 )
 
 
@@ -91,6 +97,15 @@ def inapplicable(cfg: KDConfig) -> dict[str, str]:
             out["distill.feature_loss"] = out["distill.feature_weight"] = "no feature sites (distill.sites)"
         if d.alpha_schedule == "constant":
             out["distill.alpha_final"] = "distill.alpha_schedule constant"
+        features = d.sites != ["logits"]
+        if d.logit_loss != "dist" or "logits" not in d.sites:
+            out["distill.dist_beta"] = out["distill.dist_gamma"] = "distill.logit_loss is not dist"
+        if not ("logits" in d.sites and d.logit_loss == "affinity") and not (
+            features and d.feature_loss == "affinity"
+        ):
+            out["distill.affinity_grid"] = "no affinity loss"
+        if not (features and d.feature_loss == "cwd"):
+            out["distill.cwd_temperature"] = "distill.feature_loss is not cwd"
         if not cfg.teacher_trains:
             out["train.teacher_lr"] = "the teacher does not train"
     for role in roles:
