@@ -242,6 +242,53 @@ def _export_no_sweep(w: Work):
     return ["export", str(w.root / "nothing")], [str(w.root / "nothing"), "no such sweep folder"]
 
 
+def _run_folder(w: Work, **student) -> Path:
+    """A run folder as ``kdseg train`` leaves it (config.yaml, student.pt) for the base config."""
+    import torch
+
+    from kdseg.config import save_config, validate_config
+    from kdseg.models import build_model
+
+    cfg = validate_config(w.base_doc)
+    run = w.root / "run"
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    model_cfg = cfg.student.model_copy(update=student)
+    torch.save(build_model(model_cfg, cfg.data.num_classes).state_dict(), run / "student.pt")
+    return run
+
+
+def _eval_misfit(w: Work):
+    run = _run_folder(w, width=0.5)
+    return ["eval", str(run), "--split", "val"], [str(run / "student.pt"), "does not fit", "width"]
+
+
+def _eval_classes(w: Work):
+    run = _run_folder(w)
+    return ["eval", str(run), "--set", "data.num_classes=5"], [
+        str(run / "student.pt"),
+        "predicts 13 classes",
+        "data.num_classes is 5",
+    ]
+
+
+def _eval_no_test(w: Work):
+    run = _run_folder(w)
+    return ["eval", str(run)], [f"{run / 'config.yaml'}: data: ", str(w.data / "test"), "no test split"]
+
+
+def _eval_unreadable(w: Work):
+    run = _run_folder(w)
+    (run / "student.pt").write_bytes(b"not a checkpoint")
+    return ["eval", str(run), "--split", "val"], [str(run / "student.pt"), "truncated or corrupt"]
+
+
+def _eval_bad_config(w: Work):
+    run = _run_folder(w)
+    (run / "config.yaml").write_text("data: {format: carla\n")
+    return ["eval", str(run), "--split", "val"], [str(run / "config.yaml"), "malformed YAML"]
+
+
 CASES = [
     # ---- training config (base.yaml)
     Case("config-malformed-yaml", "config", "base.yaml is not valid YAML", _malformed_base),
@@ -531,6 +578,25 @@ CASES = [
     Case("cli-train-missing-data", "cli", "kdseg train, data.root missing", _train_missing_data),
     Case("cli-synth-bad-size", "cli", "kdseg data synth --size 4x4", _synth_bad_size),
     Case("cli-export-no-sweep", "cli", "kdseg export on a missing folder", _export_no_sweep),
+    Case("eval-checkpoint-misfit", "cli", "kdseg eval, student.pt of another width", _eval_misfit),
+    Case("eval-class-count", "cli", "kdseg eval --set data.num_classes=5 (checkpoint has 13)", _eval_classes),
+    Case("eval-no-test-split", "cli", "kdseg eval --split test, no test/ folder", _eval_no_test),
+    Case("eval-unreadable-checkpoint", "cli", "kdseg eval, student.pt is not a checkpoint", _eval_unreadable),
+    Case(
+        "eval-malformed-config",
+        "cli",
+        "kdseg eval, the run's config.yaml is not valid YAML",
+        _eval_bad_config,
+    ),
+    Case(
+        "eval-unknown-split",
+        "cli",
+        "kdseg eval --split holdout",
+        lambda w: (
+            ["eval", str(_run_folder(w)), "--split", "holdout"],
+            ["--split", "invalid choice: 'holdout'"],
+        ),
+    ),
 ]
 
 
