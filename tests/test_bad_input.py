@@ -475,6 +475,15 @@ CASES = [
         "sweep.max_failures: -2",
         lambda w: (w.sweep_set(max_failures=-2), ["space.yaml", "sweep.max_failures", "-1"]),
     ),
+    Case(
+        "sweep-final-eval-no-test-split",
+        "space",
+        "sweep.final_eval on, data without a test/ folder",
+        lambda w: (
+            w.sweep_set(final_eval={"top_k": 1}),
+            ["space.yaml", "sweep.final_eval: no test split", str(w.data / "test")],
+        ),
+    ),
     # ---- dataset (found by the scan before Ray starts)
     Case("data-missing-root", "dataset", "data.root does not exist", _missing_root),
     Case("data-not-a-dataset", "dataset", "data.root has no CameraRGB/CameraSeg", _not_a_dataset),

@@ -81,7 +81,9 @@ def test_cityscapes_and_bdd100k_test_is_val(tmp_path, fmt):
     assert names(pairs) == names(layout.val)  # their test labels are not public
     assert "test labels are not public" in layout.test_note and "data.test_root" in layout.test_note
     held = write(tmp_path / "labelled_test", {"test": 2}, seed=3)
-    (held / "images" / "10k" / "test" / "ffffffff-00000000.jpg").unlink(missing_ok=True)  # bdd's unlabelled one
+    (held / "images" / "10k" / "test" / "ffffffff-00000000.jpg").unlink(
+        missing_ok=True
+    )  # bdd's unlabelled one
     layout, pairs = find_split(data_cfg(fmt, root, test_root=str(held)), "test")
     assert len(pairs) == 2 and "test" in pairs[0].image.parts and layout.test_note == ""
     assert not set(names(pairs)) & set(names(layout.val))
@@ -283,3 +285,33 @@ def test_eval_on_test_writes_beside_the_run(camvid_run, capsys):
     assert run_cli(["eval", str(run), "--json", "--set", f"data.test_root={elsewhere}"]) == 0
     again = last_json(capsys.readouterr().out)["results"][0]
     assert again["student"] == result["student"]
+
+
+@pytest.mark.slow
+def test_sweep_with_final_eval(tmp_path):
+    """A real sweep with ``final_eval: {top_k: 2}``: test_miou on its two best rows and on no other."""
+    from kdseg.data import write_synth
+    from kdseg.ranking import read_leaderboard_csv
+    from tests.conftest import tiny_space
+    from tests.test_sweep import kdseg
+
+    data = tmp_path / "data"
+    for split, n in (("train", 8), ("val", 4), ("test", 4)):
+        write_synth(data / split, n=n, size=(32, 32), seed=len(split))
+    base = tiny_config(data, data={"image_size": [32, 32]}, train={"batch_size": 4, "max_steps_per_epoch": 1})
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
+    space = tiny_space("base.yaml", num_samples=3, max_t=1, final_eval={"top_k": 2})
+    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
+    out = kdseg("sweep", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "runs"), "--name", "fe")
+    assert out.returncode == 0, out.stdout + out.stderr
+    sweep_dir = tmp_path / "runs" / "fe"
+    rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
+    assert len(rows) == 3 and "test_miou" in rows[0]
+    chosen = [r["trial_id"] for r in rows if r["status"] not in ("error", "diverged")][:2]
+    assert [r["trial_id"] for r in rows if r["test_miou"] is not None] == chosen
+    assert all(0.0 <= r["test_miou"] <= 1.0 for r in rows if r["trial_id"] in chosen)
+    summary = json.loads((sweep_dir / "final_eval.json").read_text())
+    assert [r["name"] for r in summary["results"]] == chosen
+    assert "final evaluation of the top 2" in out.stderr
+    refused = kdseg("export", str(sweep_dir), "--rank-by", "test_miou")
+    assert refused.returncode == 2 and "never used for selection" in refused.stderr
