@@ -315,3 +315,33 @@ def test_sweep_with_final_eval(tmp_path):
     assert "final evaluation of the top 2" in out.stderr
     refused = kdseg("export", str(sweep_dir), "--rank-by", "test_miou")
     assert refused.returncode == 2 and "never used for selection" in refused.stderr
+    report = kdseg("report", str(sweep_dir), "--wandb", "never")
+    assert report.returncode == 0, report.stderr
+    assert 'id="val-vs-test"' in (sweep_dir / "report.html").read_text()
+
+
+def test_report_val_vs_test_section():
+    from kdseg.report import val_vs_test_html
+
+    rows = [
+        {
+            "rank": 1,
+            "trial_id": "a",
+            "student": "light",
+            "student_params": 2e6,
+            "val_miou": 0.5,
+            "test_miou": 0.45,
+        },
+        {
+            "rank": 2,
+            "trial_id": "b",
+            "student": "r18",
+            "student_params": 1e7,
+            "val_miou": 0.6,
+            "test_miou": None,
+        },
+    ]
+    html = val_vs_test_html(SimpleNamespace(rows=rows))
+    assert "<td class='l'>a</td>" in html and ">b<" not in html  # only the rows measured on test
+    assert "<td>0.5000</td><td>0.4500</td><td>-0.0500</td>" in html and "never feed selection" in html
+    assert val_vs_test_html(SimpleNamespace(rows=rows[1:])) is None
