@@ -10,9 +10,9 @@ Images and labels are paired by ``<city>_<seq>_<frame>`` (the pair's name). Labe
 ``_polygons.json``) are not read, nor is ``train_extra/``. Without ``val/`` the train pairs are split
 with ``val_fraction``.
 
-Test split: the official ``test/`` labels are not public, so the
-test split is ``val/``, which a sweep also selects on: it is not held out. With ``data.test_root``, the
-test split is ``TEST_ROOT/leftImg8bit/test`` + ``TEST_ROOT/gtFine/test`` (a labelled test set kept apart).
+Test split: the official ``test/`` labels are not public, so the test split is ``val/``, which a sweep
+also selects on: it is not held out. With ``data.test_root``, the test split is
+``TEST_ROOT/leftImg8bit/test`` + ``TEST_ROOT/gtFine/test`` (a labelled test set kept apart).
 """
 
 from __future__ import annotations
