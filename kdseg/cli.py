@@ -16,6 +16,7 @@ from pathlib import Path
 from kdseg.bench import add_bench_parser  # light: no torch at import
 from kdseg.deploy import add_export_format_args
 from kdseg.errors import KdsegError
+from kdseg.evaluate import add_eval_parser  # light: no torch at import
 from kdseg.fileio import require_writable
 from kdseg.report import add_report_parser
 from kdseg.submit import add_cluster_parsers  # stdlib-only at import
@@ -441,6 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.set_defaults(func=cmd_export)
 
     add_bench_parser(sub)
+    add_eval_parser(sub)
     add_cluster_parsers(sub)
     add_report_parser(sub)
     _document(p)

@@ -5,7 +5,7 @@
 ``train.lr=3e-4`` is a float and ``distill.sites=[logits,decoder]`` a list), validates against the
 schema below and raises :class:`~kdseg.errors.ConfigError` naming the file and the key path.
 
-Relative paths (``data.root``, ``teacher.weights``, ``teacher.checkpoint``) are resolved against the
+Relative paths (``data.root``, ``data.test_root``, ``teacher.weights``, ``teacher.checkpoint``) are resolved against the
 current working directory when the config is loaded, so the resolved config written to a run folder
 is valid wherever it is read from.
 """
@@ -81,6 +81,11 @@ class SynthConfig(Strict):
 class DataConfig(Strict):
     format: DataFormat = "synthetic"
     root: Path | None = Field(None, description="dataset folder; for synthetic, where data is generated")
+    test_root: Path | None = Field(
+        None,
+        description="folder holding the test split in the format's layout, kept apart from root "
+        "(default: root; read only by kdseg eval and sweep.final_eval)",
+    )
     num_classes: int = Field(13, ge=2)
     image_size: tuple[int, int] = Field((96, 96), description="training/validation size [H, W]")
     ignore_index: int = Field(255, ge=0, le=255)
@@ -427,6 +432,7 @@ def resolve_paths(cfg: KDConfig, base: Path | None = None) -> KDConfig:
 
     cfg = cfg.model_copy(deep=True)
     cfg.data.root = absolute(cfg.data.root)
+    cfg.data.test_root = absolute(cfg.data.test_root)
     for m in (cfg.teacher, cfg.student):
         m.checkpoint = absolute(m.checkpoint)
         if m.weights not in (None, "imagenet"):

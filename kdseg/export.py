@@ -37,6 +37,8 @@ def pick_trial(sweep_dir: Path, rank_by: str | None = None) -> dict[str, Any]:
         raise KdsegError(f"{sweep_dir}: no {LEADERBOARD} (not a sweep folder, or the sweep has not finished)")
     rows = read_leaderboard_csv(board_file)
     spec = load_resolved(sweep_dir / "sweep.yaml")
+    if rank_by == "test_miou":
+        raise KdsegError("--rank-by test_miou: test numbers are never used for selection (kdseg.final_eval)")
     if rank_by:
         try:
             rows = build_leaderboard(rows, rank_by, spec.max_t, cost=spec.sweep.cost)

@@ -707,6 +707,38 @@ def _objective_text(s) -> str:
     )
 
 
+def val_vs_test_html(sd: SweepData) -> str | None:
+    """The rows ``sweep.final_eval`` measured on the test split: val mIoU, test mIoU and the gap; None
+    when the sweep has no test numbers."""
+    rows = [r for r in sd.rows if as_number(r.get("test_miou")) is not None]
+    if not rows:
+        return None
+    body = []
+    for r in rows:
+        val, test = as_number(r.get("val_miou")), as_number(r.get("test_miou"))
+        gap = None if val is None else test - val
+        params = as_number(r.get("student_params"))
+        body.append(
+            f"<tr><td>{_esc(r.get('rank'))}</td><td class='l'>{_esc(r.get('trial_id'))}</td>"
+            f"<td class='l'>{_esc(r.get('student') or '-')}</td>"
+            f"<td>{_fmt(None if params is None else params / 1e6, '.2f')}</td>"
+            f"<td>{_fmt(val)}</td><td>{_fmt(test)}</td><td>{_fmt(gap, '+.4f')}</td></tr>"
+        )
+    head = "".join(
+        f"<th{' class=l' if n in ('trial', 'student') else ''}>{n}</th>"
+        for n in ("#", "trial", "student", "params (M)", "val mIoU", "test mIoU", "gap")
+    )
+    note = (
+        '<p class="note">sweep.final_eval: the chosen trials measured once on the test split, after the '
+        "ranking was final; test numbers never feed selection. gap = test - val: validation picked these "
+        "trials, so their val mIoU is biased upward and a negative gap is expected.</p>"
+    )
+    return (
+        note
+        + f'<div class="scroll"><table><thead><tr>{head}</tr></thead><tbody>{"".join(body)}</tbody></table></div>'
+    )
+
+
 def _summary_html(sd: SweepData, best: Trial | None, baseline: Trial | None) -> str:
     s = sd.spec.sweep
     counts: dict[str, int] = {}
@@ -882,6 +914,8 @@ def render_html(sd: SweepData, wandb_url: str | None = None) -> str:
             + _leaderboard_html(sd, best),
         )
     )
+    if (val_test := val_vs_test_html(sd)) is not None:
+        sections.append(("val-vs-test", "Validation vs test", val_test))
     sections.append(
         (
             "pareto",

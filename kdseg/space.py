@@ -105,7 +105,7 @@ from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from kdseg.config import (
     OWN_ARCHS,
@@ -208,6 +208,23 @@ class Resources(_Strict):
     gpu: float = Field(0.0, ge=0.0)
 
 
+class FinalEval(_Strict):
+    """After the sweep, the chosen students on the test split, once; never used for selection
+    (:mod:`kdseg.final_eval`)."""
+
+    split: Literal["test"] = "test"
+    top_k: int | None = Field(None, ge=1, description="the K best rows of the leaderboard (default 3)")
+    pareto: bool = Field(False, description="the Pareto front instead of the top K")
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> FinalEval:
+        if self.pareto and self.top_k is not None:
+            raise ValueError("top_k and pareto: choose one")
+        if not self.pareto and self.top_k is None:
+            self.top_k = 3
+        return self
+
+
 class SweepSettings(_Strict):
     num_samples: int = Field(
         8, ge=1, description="trials to run (grid combinations and no-KD controls included)"
@@ -235,6 +252,21 @@ class SweepSettings(_Strict):
     max_concurrent: int | None = Field(None, ge=1, description="null: as many as resources allow")
     seed: int | None = Field(0, description="seed of the Optuna sampler")
     max_failures: int = Field(0, ge=-1, description="retries of a failed trial (-1: unlimited)")
+    final_eval: FinalEval | None = Field(
+        None, description="measure the top_k (or pareto) trials on the test split after the sweep"
+    )
+
+    @field_validator("final_eval", mode="before")
+    @classmethod
+    def _final_eval_short(cls, v: Any) -> Any:
+        # final_eval: pareto | true | K  as short forms of the mapping; false = off
+        if v is False:
+            return None
+        if v is True:
+            return {}
+        if v == "pareto":
+            return {"pareto": True}
+        return {"top_k": v} if isinstance(v, int) else v
 
     @field_validator("objective")
     @classmethod

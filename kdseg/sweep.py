@@ -67,6 +67,7 @@ def plan_sweep(
     verbose: bool = False,
 ) -> SweepPlan:
     """Load and validate a search space; refuse to overwrite an existing sweep."""
+    from kdseg.final_eval import check_final_eval
     from kdseg.space import load_space
     from kdseg.study import check_new_study, storage_url
 
@@ -76,6 +77,7 @@ def plan_sweep(
     _check_name(name, where)
     sweep_dir = (Path(out_root) / name).resolve()
     _check_data_keys(spec, space_path)
+    check_final_eval(spec, space_path)
     if sweep_dir.exists() and any(p.name != LOCK_FILE for p in sweep_dir.iterdir()):
         raise KdsegError(
             f"{sweep_dir}: a sweep named {name!r} exists already; `kdseg resume {sweep_dir}` continues it, "
@@ -585,6 +587,7 @@ def _set_aside_orphans(sweep_dir: Path, trial_ids: set[str]) -> None:
 def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     """Write leaderboard.csv and best_config.yaml; close any Optuna trial still RUNNING."""
     from kdseg.export import export_config
+    from kdseg.final_eval import run_final_eval
     from kdseg.ranking import best_row, build_leaderboard, write_leaderboard_csv
     from kdseg.selection import settle_controls
     from kdseg.study import close_running, open_storage, record_controls
@@ -601,6 +604,7 @@ def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
             history[r["trial_id"]] = []
     settle_controls(rows, history, s.objective, s.quality_floor)
     board = build_leaderboard(rows, s.objective, s.asha.max_t, cost=s.cost)
+    board = run_final_eval(plan, board)  # sweep.final_eval: test_miou after ranking, never fed back
     write_leaderboard_csv(
         [{k: v for k, v in r.items() if k not in ("params", "path")} for r in board],
         plan.sweep_dir / LEADERBOARD,

@@ -324,6 +324,53 @@ def _storage_password_query(w: Work):
     return w.storage(url), ["space.yaml", "cannot open postgresql://nobody@127.0.0.1:1/x"]
 
 
+def _run_folder(w: Work, **student) -> Path:
+    """A run folder as ``kdseg train`` leaves it (config.yaml, student.pt) for the base config."""
+    import torch
+
+    from kdseg.config import save_config, validate_config
+    from kdseg.models import build_model
+
+    cfg = validate_config(w.base_doc)
+    run = w.root / "run"
+    run.mkdir()
+    save_config(cfg, run / "config.yaml")
+    model_cfg = cfg.student.model_copy(update=student)
+    torch.save(build_model(model_cfg, cfg.data.num_classes).state_dict(), run / "student.pt")
+    return run
+
+
+def _eval_misfit(w: Work):
+    run = _run_folder(w, width=0.5)
+    return ["eval", str(run), "--split", "val"], [str(run / "student.pt"), "does not fit", "width"]
+
+
+def _eval_classes(w: Work):
+    run = _run_folder(w)
+    return ["eval", str(run), "--set", "data.num_classes=5"], [
+        str(run / "student.pt"),
+        "predicts 13 classes",
+        "data.num_classes is 5",
+    ]
+
+
+def _eval_no_test(w: Work):
+    run = _run_folder(w)
+    return ["eval", str(run)], [f"{run / 'config.yaml'}: data: ", str(w.data / "test"), "no test split"]
+
+
+def _eval_unreadable(w: Work):
+    run = _run_folder(w)
+    (run / "student.pt").write_bytes(b"not a checkpoint")
+    return ["eval", str(run), "--split", "val"], [str(run / "student.pt"), "truncated or corrupt"]
+
+
+def _eval_bad_config(w: Work):
+    run = _run_folder(w)
+    (run / "config.yaml").write_text("data: {format: carla\n")
+    return ["eval", str(run), "--split", "val"], [str(run / "config.yaml"), "malformed YAML"]
+
+
 CASES = [
     # ---- training config (base.yaml)
     Case("config-malformed-yaml", "config", "base.yaml is not valid YAML", _malformed_base),
@@ -513,6 +560,15 @@ CASES = [
         "sweep.max_failures: -2",
         lambda w: (w.sweep_set(max_failures=-2), ["space.yaml", "sweep.max_failures", "-1"]),
     ),
+    Case(
+        "sweep-final-eval-no-test-split",
+        "space",
+        "sweep.final_eval on, data without a test/ folder",
+        lambda w: (
+            w.sweep_set(final_eval={"top_k": 1}),
+            ["space.yaml", "sweep.final_eval: no test split", str(w.data / "test")],
+        ),
+    ),
     # ---- dataset (found by the scan before Ray starts)
     Case("data-missing-root", "dataset", "data.root does not exist", _missing_root),
     Case("data-not-a-dataset", "dataset", "data.root has no CameraRGB/CameraSeg", _not_a_dataset),
@@ -659,6 +715,25 @@ CASES = [
         lambda w: (
             (w.space_doc.update(name="café"), w.sweep()[:-2])[1],
             ["space.yaml: name", "sweep name 'café'", "plain folder name"],
+        ),
+    ),
+    Case("eval-checkpoint-misfit", "cli", "kdseg eval, student.pt of another width", _eval_misfit),
+    Case("eval-class-count", "cli", "kdseg eval --set data.num_classes=5 (checkpoint has 13)", _eval_classes),
+    Case("eval-no-test-split", "cli", "kdseg eval --split test, no test/ folder", _eval_no_test),
+    Case("eval-unreadable-checkpoint", "cli", "kdseg eval, student.pt is not a checkpoint", _eval_unreadable),
+    Case(
+        "eval-malformed-config",
+        "cli",
+        "kdseg eval, the run's config.yaml is not valid YAML",
+        _eval_bad_config,
+    ),
+    Case(
+        "eval-unknown-split",
+        "cli",
+        "kdseg eval --split holdout",
+        lambda w: (
+            ["eval", str(_run_folder(w)), "--split", "holdout"],
+            ["--split", "invalid choice: 'holdout'"],
         ),
     ),
 ]

@@ -4,6 +4,7 @@
   ``synthetic``; formats are registered by name in :mod:`kdseg.data.registry`) into a picklable
   :class:`SegData`, counting the training pixels per class on the way (:mod:`kdseg.data.weights`
   turns them into class weights).
+- :func:`load_split` decodes one split alone (``train``, ``val`` or ``test``) for ``kdseg eval``.
 - :func:`make_loaders` builds train/val ``DataLoader``\\ s with albumentations pipelines
   (:func:`build_transforms`).
 - :func:`write_synth` renders procedural road scenes in the carla layout.
@@ -19,16 +20,16 @@ from kdseg.data.classes import (
     CITYSCAPES_CLASSES,
     CITYSCAPES_PALETTE,
 )
-from kdseg.data.load import load_data
+from kdseg.data.load import load_data, load_split
 from kdseg.data.registry import available_formats, register
 from kdseg.data.synth import synth_cache_dir, write_synth
-from kdseg.data.types import SegData, Split
+from kdseg.data.types import HeldOutSplit, SegData, Split
 from kdseg.data.weights import class_weights_for, compute_class_weights
 
 
 def __getattr__(name: str):
     # torch and albumentations are heavy: import them only when loaders are asked for.
-    if name in ("make_loaders", "SegDataset", "seed_worker"):
+    if name in ("make_loaders", "make_eval_loader", "SegDataset", "seed_worker"):
         from kdseg.data import loaders
 
         return getattr(loaders, name)
@@ -48,6 +49,7 @@ __all__ = [
     "CARLA_PALETTE",
     "CITYSCAPES_CLASSES",
     "CITYSCAPES_PALETTE",
+    "HeldOutSplit",
     "SegData",
     "Split",
     "available_formats",
@@ -55,6 +57,8 @@ __all__ = [
     "class_weights_for",
     "compute_class_weights",
     "load_data",
+    "load_split",
+    "make_eval_loader",
     "make_loaders",
     "register",
     "synth_cache_dir",

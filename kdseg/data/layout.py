@@ -24,7 +24,13 @@ class Pair:
 
 @dataclass(frozen=True)
 class Layout:
-    """A format's answer: the pairs of each split, its classes, and how to read its label files."""
+    """A format's answer: the pairs of each split, its classes, and how to read its label files.
+
+    ``test`` finds the test split's pairs when called (only ``kdseg eval`` and ``sweep.final_eval``
+    ask; training never does), raising a DatasetError that names the folder it looked for; None when
+    the format has no test split. ``test_note`` says where the test split comes from when that is not
+    obvious (Cityscapes and BDD100K use ``val``: their test labels are not public).
+    """
 
     train: list[Pair]
     val: list[Pair]
@@ -32,6 +38,29 @@ class Layout:
     palette: np.ndarray
     read_mask: MaskReader
     source: str
+    test: Callable[[], list[Pair]] | None = None
+    test_note: str = ""
+
+
+def test_base(root: Path, test_root: Path | None) -> Path:
+    """The folder a format looks for its test split in: ``data.test_root`` when set, else ``data.root``."""
+    if test_root is None:
+        return root
+    return require_dir(Path(test_root).expanduser().resolve(), "data.test_root folder")
+
+
+def no_test_split(folder: Path, expected: str, test_root: Path | None) -> DatasetError:
+    """The error for a missing test split: the folder looked for, what belongs there, how to fix it."""
+    fix = "" if test_root is not None else "; or set data.test_root to a folder that holds one"
+    return DatasetError(f"{folder}: no test split here (expected {expected}){fix}")
+
+
+def test_is_val(name: str, folder: str) -> str:
+    """``Layout.test_note`` of a format whose test labels are not public, so that its test split is val."""
+    return (
+        f"the test split is {folder}/ ({name} test labels are not public): the data a sweep selects on, "
+        "not held out; set data.test_root to a labelled test set kept apart"
+    )
 
 
 def natural_key(name: str) -> tuple:

@@ -20,9 +20,10 @@ from kdseg.data.decode import (
 )
 from kdseg.data.layout import Layout, Pair
 from kdseg.data.registry import get_format
-from kdseg.data.types import SegData, Split, class_pixels
+from kdseg.data.types import HeldOutSplit, SegData, Split, class_pixels
 from kdseg.errors import DatasetError
 
+SPLITS = ("train", "val", "test")
 # In crop mode, train images are kept at (up to) this multiple of image_size so that a random
 # resized crop has real detail to zoom into.
 CROP_DECODE_FACTOR = 2.0
@@ -66,6 +67,46 @@ def load_data(cfg: DataConfig, progress: bool = False) -> SegData:
         palette=palette,
         source=layout.source,
         train_class_pixels=class_pixels(train_hist, cfg.num_classes, cfg.ignore_index),
+    )
+
+
+def find_split(cfg: DataConfig, split: str) -> tuple[Layout, list[Pair]]:
+    """The format's layout and the pairs of one split (``train``, ``val`` or ``test``), capped by
+    ``max_samples``; nothing is decoded. A missing or empty split is a DatasetError naming the folder."""
+    if split not in SPLITS:
+        raise DatasetError(f"unknown split {split!r}; one of {', '.join(SPLITS)}")
+    layout: Layout = get_format(cfg.format)(cfg)
+    if split == "test":
+        if layout.test is None:
+            raise DatasetError(f"{layout.source}: the {cfg.format} format has no test split")
+        pairs = layout.test()
+    else:
+        pairs = layout.train if split == "train" else layout.val
+    pairs = _cap(pairs, cfg.max_samples)
+    if not pairs:
+        raise DatasetError(f"{layout.source}: the {split} split is empty")
+    return layout, pairs
+
+
+def load_split(cfg: DataConfig, split: str, progress: bool = False) -> HeldOutSplit:
+    """One split decoded at ``image_size`` as validation is (what ``kdseg eval`` measures on).
+
+    Same checks as :func:`load_data` (headers first, then label ids while decoding); a split with no
+    labelled pixel at all (every label ``ignore_index``, e.g. unpublished test labels) is an error too.
+    """
+    layout, pairs = find_split(cfg, split)
+    parallel_map(_pair_size, pairs, "checking", progress)
+    decoded, hist = _decode(pairs, tuple(cfg.image_size), layout, cfg, progress, split)
+    if not class_pixels(hist, cfg.num_classes, cfg.ignore_index).any():
+        folder = pairs[0].mask.parent
+        raise DatasetError(
+            f"{folder}: the {split} split has no labelled pixel (every label is data.ignore_index="
+            f"{cfg.ignore_index}); its labels are not published?"
+        )
+    names, palette = fit_classes(layout.class_names, layout.palette, cfg.num_classes)
+    note = layout.test_note if split == "test" else ""
+    return HeldOutSplit(
+        split, decoded, cfg.num_classes, cfg.ignore_index, names, palette, layout.source, note
     )
 
 

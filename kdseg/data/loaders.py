@@ -129,22 +129,35 @@ def make_loaders(
     no randomness.
     """
     train_ds = SegDataset(data.train, build_transforms(cfg, train=True, seed=seed), seed=seed)
-    val_ds = SegDataset(data.val, build_transforms(cfg, train=False, seed=seed))
-    common = {
+    train = EpochLoader(
+        train_ds,
+        sampler=EpochRandomSampler(train_ds, seed),
+        drop_last=len(train_ds) > batch_size,
+        generator=torch.Generator().manual_seed(seed),  # worker seeds
+        **_common(batch_size, num_workers),
+    )
+    return train, make_eval_loader(data.val, cfg, batch_size, num_workers, seed)
+
+
+def make_eval_loader(
+    split: Split, cfg: DataConfig, batch_size: int, num_workers: int, seed: int
+) -> DataLoader:
+    """The loader validation uses (file order, no randomness), for any split: ``kdseg eval`` too."""
+    ds = SegDataset(split, build_transforms(cfg, train=False, seed=seed))
+    return DataLoader(
+        ds,
+        shuffle=False,
+        drop_last=False,
+        generator=torch.Generator().manual_seed(seed),
+        **_common(batch_size, num_workers),
+    )
+
+
+def _common(batch_size: int, num_workers: int) -> dict:
+    return {
         "batch_size": batch_size,
         "num_workers": num_workers,
         "pin_memory": torch.cuda.is_available(),
         "persistent_workers": num_workers > 0,
         "worker_init_fn": seed_worker if num_workers > 0 else None,
     }
-    train = EpochLoader(
-        train_ds,
-        sampler=EpochRandomSampler(train_ds, seed),
-        drop_last=len(train_ds) > batch_size,
-        generator=torch.Generator().manual_seed(seed),  # worker seeds
-        **common,
-    )
-    val = DataLoader(
-        val_ds, shuffle=False, drop_last=False, generator=torch.Generator().manual_seed(seed), **common
-    )
-    return train, val

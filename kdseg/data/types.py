@@ -92,3 +92,17 @@ class SegData:
 
     def nbytes(self) -> int:
         return sum(a.nbytes for s in (self.train, self.val) for a in (s.images, s.masks))
+
+
+@dataclass
+class HeldOutSplit:
+    """One split decoded on its own for evaluation (:func:`~kdseg.data.load.load_split`)."""
+
+    name: str  # train, val or test
+    data: Split
+    num_classes: int
+    ignore_index: int
+    class_names: list[str]
+    palette: np.ndarray
+    source: str  # e.g. "camvid:/abs/path"
+    note: str = ""  # where the split comes from when that is not obvious (Layout.test_note)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import pickle
+import zipfile
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -59,7 +60,9 @@ def read_state_file(path: str | os.PathLike, error: type[KdsegError], what: str)
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as e:
-        if "weights only" in str(e).lower() or "weights_only" in str(e).lower():
+        # torch.save writes a zip archive: anything else is damaged (or not a checkpoint at all)
+        safe_load_refused = "weights only" in str(e).lower() or "weights_only" in str(e).lower()
+        if safe_load_refused and zipfile.is_zipfile(path):
             raise error(
                 f"{path}: {what} file holds objects that cannot be loaded safely with weights_only=True "
                 "(save a state_dict with torch.save(model.state_dict(), path), not a whole model)"
@@ -216,20 +219,50 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, label: str
     _load_checked(encoder, {k: v for k, v in best.items() if k in target})
 
 
-def load_checkpoint(model: nn.Module, path: str | os.PathLike, role: str | None = None) -> None:
-    """Load a full model state dict from ``path`` into ``model`` (strict; see ``select_state_dict``)."""
+def load_checkpoint(
+    model: nn.Module, path: str | os.PathLike, role: str | None = None, num_classes: int | None = None
+) -> None:
+    """Load a full model state dict from ``path`` into ``model`` (strict; see ``select_state_dict``).
+
+    With ``num_classes`` (the model's output classes), a checkpoint that differs from the model only in
+    its number of classes says so.
+    """
     path = Path(path)
     obj = read_state_file(path, CheckpointError, "checkpoint")
     sd = select_state_dict(obj, path, CheckpointError, role)
     model_sd = model.state_dict()
     sd = _strip_common(sd, _WRAPPER_PREFIXES, set(model_sd))
     problems = _key_problems(sd, model_sd)
+    other = _class_count(sd, model_sd, num_classes) if any(problems) and num_classes else None
+    if other is not None:
+        raise CheckpointError(
+            f"{path}: the checkpoint predicts {other} classes but the config's data.num_classes is "
+            f"{num_classes}; evaluate it with the data it was trained for"
+        )
     if any(problems):
         raise CheckpointError(
             f"{path}: checkpoint does not fit the {type(model).__name__} built from the config "
             f"({_describe(*problems)}); check arch, encoder, width and data.num_classes"
         )
     model.load_state_dict(sd, strict=False)
+
+
+def _class_count(
+    sd: Mapping[str, torch.Tensor], model_sd: Mapping[str, torch.Tensor], num_classes: int
+) -> int | None:
+    """The file's number of classes when it differs from the model's only there (the head's first
+    dimension), else None."""
+    if set(sd) != {k for k in model_sd if not k.endswith("num_batches_tracked") or k in sd}:
+        return None
+    found = set()
+    for k, v in sd.items():
+        m = model_sd[k]
+        if tuple(v.shape) == tuple(m.shape):
+            continue
+        if v.ndim == 0 or m.shape[0] != num_classes or tuple(v.shape[1:]) != tuple(m.shape[1:]):
+            return None
+        found.add(int(v.shape[0]))
+    return found.pop() if len(found) == 1 else None
 
 
 # ------------------------------------------------------------------------------------ downloads

@@ -4,9 +4,12 @@
     ROOT/labels/sem_seg/masks/{train,val}/<name>.png
 
 Images are JPEG; labels are 8-bit grey PNGs holding the 19 Cityscapes train ids (0..18) directly,
-255 = unlabelled (mapped to ``ignore_index`` if that differs). ``test/`` (no labels) and the
-``colormaps/`` / ``polygons/`` label folders are not read. Without ``val/`` the train pairs are
-split with ``val_fraction``.
+255 = unlabelled (mapped to ``ignore_index`` if that differs). The ``colormaps/`` / ``polygons/``
+label folders are not read. Without ``val/`` the train pairs are split with ``val_fraction``.
+
+Test split: ``images/10k/test`` has no public labels, so the test split is ``val/``, which a sweep also
+selects on: it is not held out. With ``data.test_root``, the test split is
+``TEST_ROOT/images/10k/test`` + ``TEST_ROOT/labels/sem_seg/masks/test`` (a labelled test set kept apart).
 """
 
 from __future__ import annotations
@@ -18,7 +21,16 @@ import numpy as np
 from kdseg.config import DataConfig
 from kdseg.data.classes import BDD100K_CLASSES, BDD100K_PALETTE
 from kdseg.data.decode import open_image
-from kdseg.data.layout import Layout, pair_folders, random_split, require_dir
+from kdseg.data.layout import (
+    Layout,
+    Pair,
+    no_test_split,
+    pair_folders,
+    random_split,
+    require_dir,
+    test_base,
+    test_is_val,
+)
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
 
@@ -60,9 +72,9 @@ def bdd100k(cfg: DataConfig) -> Layout:
             f"{LABEL_DIR.as_posix()}/ folders{nested}"
         )
 
-    def split(name: str):
+    def split(name: str, base: Path = root):
         return pair_folders(
-            root / IMAGE_DIR / name, root / LABEL_DIR / name, IMAGE_SUFFIXES, (".png",), UNPAIRED_HINT
+            base / IMAGE_DIR / name, base / LABEL_DIR / name, IMAGE_SUFFIXES, (".png",), UNPAIRED_HINT
         )
 
     train = split("train")
@@ -70,4 +82,16 @@ def bdd100k(cfg: DataConfig) -> Layout:
         val = split("val")
     else:
         train, val = random_split(train, cfg.val_fraction, cfg.seed, root)
-    return Layout(train, val, BDD100K_CLASSES, BDD100K_PALETTE, read_bdd100k_label, f"bdd100k:{root}")
+
+    def test() -> list[Pair]:
+        base, name = (test_base(root, cfg.test_root), "test") if cfg.test_root else (root, "val")
+        if not (base / IMAGE_DIR / name).is_dir():
+            raise no_test_split(
+                base / IMAGE_DIR / name, f"{IMAGE_DIR}/{name}/ and {LABEL_DIR}/{name}/", cfg.test_root
+            )
+        return split(name, base)
+
+    note = "" if cfg.test_root else test_is_val("BDD100K", f"{IMAGE_DIR.as_posix()}/val")
+    return Layout(
+        train, val, BDD100K_CLASSES, BDD100K_PALETTE, read_bdd100k_label, f"bdd100k:{root}", test, note
+    )

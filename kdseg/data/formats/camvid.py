@@ -1,7 +1,8 @@
-"""CamVid as distributed with SegNet: ``ROOT/{train,val}`` + ``ROOT/{trainannot,valannot}``.
+"""CamVid as distributed with SegNet: ``ROOT/{train,val,test}`` + ``ROOT/{trainannot,valannot,testannot}``.
 
 Labels are single-channel PNGs with ids 0..10; 11 (unlabelled) becomes the ignore index. Without
-``val/`` the train pairs are split with ``val_fraction``. The ``test`` split is never read.
+``val/`` the train pairs are split with ``val_fraction``. The test split (``test/`` + ``testannot/``,
+in ``data.test_root`` when set) is read only by ``kdseg eval`` and ``sweep.final_eval``.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import numpy as np
 from kdseg.config import DataConfig
 from kdseg.data.classes import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_UNLABELLED
 from kdseg.data.decode import open_image
-from kdseg.data.layout import Layout, pair_folders, random_split, require_dir
+from kdseg.data.layout import Layout, Pair, no_test_split, pair_folders, random_split, require_dir, test_base
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
 
@@ -42,4 +43,11 @@ def camvid(cfg: DataConfig) -> Layout:
         val = pair_folders(root / "val", root / "valannot")
     else:
         train, val = random_split(train, cfg.val_fraction, cfg.seed, root)
-    return Layout(train, val, CAMVID_CLASSES, CAMVID_PALETTE, read_camvid_label, f"camvid:{root}")
+
+    def test() -> list[Pair]:
+        base = test_base(root, cfg.test_root)
+        if not (base / "test").is_dir():
+            raise no_test_split(base / "test", "test/ and testannot/ folders", cfg.test_root)
+        return pair_folders(base / "test", base / "testannot")
+
+    return Layout(train, val, CAMVID_CLASSES, CAMVID_PALETTE, read_camvid_label, f"camvid:{root}", test)

@@ -1,7 +1,9 @@
 """The Lyft-Udacity Perception Challenge layout (CARLA 0.8).
 
 ``ROOT/CameraRGB/*.png`` + ``ROOT/CameraSeg/*.png`` paired by file name, the class id in the RED
-channel of ``CameraSeg``; or ``ROOT/{train,val}/{CameraRGB,CameraSeg}`` for a fixed split.
+channel of ``CameraSeg``; or ``ROOT/{train,val}/{CameraRGB,CameraSeg}`` for a fixed split. The test
+split is ``ROOT/test/{CameraRGB,CameraSeg}``; with ``data.test_root``, ``TEST_ROOT/test/...`` or
+``TEST_ROOT/{CameraRGB,CameraSeg}`` (the whole folder is the test set).
 """
 
 from __future__ import annotations
@@ -13,7 +15,7 @@ import numpy as np
 from kdseg.config import DataConfig
 from kdseg.data.classes import CARLA_CLASSES, CARLA_PALETTE
 from kdseg.data.decode import open_image
-from kdseg.data.layout import Layout, pair_folders, random_split, require_dir
+from kdseg.data.layout import Layout, Pair, no_test_split, pair_folders, random_split, require_dir, test_base
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
 
@@ -45,7 +47,17 @@ def carla_layout(root: Path, cfg: DataConfig, name: str = "carla") -> Layout:
             f"{root}: not a {name} dataset: expected {RGB_DIR}/ and {SEG_DIR}/ folders "
             f"(or train/ and val/ each holding them)"
         )
-    return Layout(train, val, CARLA_CLASSES, CARLA_PALETTE, read_red_channel, f"{name}:{root}")
+
+    def test() -> list[Pair]:
+        base = test_base(root, cfg.test_root)
+        # in data.test_root, a folder holding CameraRGB/ itself is the whole test set
+        for folder in (base / "test", base) if cfg.test_root is not None else (base / "test",):
+            if (folder / RGB_DIR).is_dir():
+                return pair_folders(folder / RGB_DIR, folder / SEG_DIR)
+        where = f" in {base} or in {base / 'test'}" if cfg.test_root is not None else ""
+        raise no_test_split(base / "test", f"{RGB_DIR}/ and {SEG_DIR}/ folders{where}", cfg.test_root)
+
+    return Layout(train, val, CARLA_CLASSES, CARLA_PALETTE, read_red_channel, f"{name}:{root}", test)
 
 
 @register("carla")

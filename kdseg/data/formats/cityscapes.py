@@ -7,8 +7,12 @@ Images and labels are paired by ``<city>_<seq>_<frame>`` (the pair's name). Labe
 ``labelIds`` PNGs (ids 0..33); they are mapped to the 19 train ids of cityscapesScripts
 (:data:`~kdseg.data.classes.CITYSCAPES_LABELID_TO_TRAINID`); every other id becomes
 ``ignore_index``. The other ``gtFine`` files (``_color``, ``_instanceIds``, ``_labelTrainIds``,
-``_polygons.json``) are not read, nor are ``test/`` and ``train_extra/``. Without ``val/`` the train
-pairs are split with ``val_fraction``.
+``_polygons.json``) are not read, nor is ``train_extra/``. Without ``val/`` the train pairs are split
+with ``val_fraction``.
+
+Test split: the official ``test/`` labels are not public, so the test split is ``val/``, which a sweep
+also selects on: it is not held out. With ``data.test_root``, the test split is
+``TEST_ROOT/leftImg8bit/test`` + ``TEST_ROOT/gtFine/test`` (a labelled test set kept apart).
 """
 
 from __future__ import annotations
@@ -20,7 +24,16 @@ import numpy as np
 from kdseg.config import DataConfig
 from kdseg.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, cityscapes_lut
 from kdseg.data.decode import open_image
-from kdseg.data.layout import Layout, Pair, pair_maps, random_split, require_dir
+from kdseg.data.layout import (
+    Layout,
+    Pair,
+    no_test_split,
+    pair_maps,
+    random_split,
+    require_dir,
+    test_base,
+    test_is_val,
+)
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
 
@@ -98,6 +111,22 @@ def cityscapes(cfg: DataConfig) -> Layout:
         val = split_pairs(root, "val")
     else:
         train, val = random_split(train, cfg.val_fraction, cfg.seed, root)
+
+    def test() -> list[Pair]:
+        base, split = (test_base(root, cfg.test_root), "test") if cfg.test_root else (root, "val")
+        if not (base / IMAGE_DIR / split).is_dir():
+            raise no_test_split(
+                base / IMAGE_DIR / split, f"{IMAGE_DIR}/{split}/ and {LABEL_DIR}/{split}/", cfg.test_root
+            )
+        return split_pairs(base, split)
+
     return Layout(
-        train, val, CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, read_cityscapes_label, f"cityscapes:{root}"
+        train,
+        val,
+        CITYSCAPES_CLASSES,
+        CITYSCAPES_PALETTE,
+        read_cityscapes_label,
+        f"cityscapes:{root}",
+        test,
+        "" if cfg.test_root else test_is_val("Cityscapes", f"{IMAGE_DIR}/val"),
     )
