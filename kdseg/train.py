@@ -25,7 +25,7 @@ its shard of every global batch (``train.batch_size`` per process); the student,
 the feature adapters are prepared (DDP), so their gradients are averaged across processes; validation
 gathers per-image confusion matrices without the samples that pad the last batch; the epoch's losses
 are averaged across processes; only the main process writes files, runs the hooks and calls
-``report``, and every process returns the same metrics.
+``report``. Every process returns the same metrics (but for what hooks add, on the main process).
 """
 
 from __future__ import annotations
