@@ -8,6 +8,7 @@ exits with status 2; nothing is written before the input has been validated.
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 import time
 from collections.abc import Callable, Sequence
@@ -111,7 +112,8 @@ def _run_training(cfg, data, out: Path, resume, console) -> int:
 
     from kdseg.tracking import WandbRun
 
-    wb = WandbRun(cfg, out, class_names=data.class_names)
+    rank = int(os.environ.get("RANK", "0"))  # accelerate launch / torchrun: one W&B run and summary, rank 0's
+    wb = WandbRun(cfg, out, class_names=data.class_names, mode="disabled" if rank else None)
     try:
         with progress, wb:
             last = train_kd(
@@ -121,6 +123,8 @@ def _run_training(cfg, data, out: Path, resume, console) -> int:
         console.print(f"[red]diverged:[/] {e}")
         console.print(wb.describe(), highlight=False, markup=False, soft_wrap=True)
         return 1
+    if rank:
+        return 0
     console.print(wb.describe(), highlight=False, markup=False, soft_wrap=True)
     took = time.perf_counter() - started
     s = cfg.student

@@ -20,8 +20,9 @@ Typical use::
         cm.update(model(images), target)  # logits [B, C, H, W] or predictions [B, H, W]
     metrics = cm.compute()  # {"miou", "pixel_acc", "per_class_iou"} (+ "per_image_miou")
 
-Under data parallelism, sum ``cm.matrix`` (and ``cm.image_stats`` with ``per_image``) across
-processes (e.g. ``accelerator.reduce(cm.matrix, "sum")``) before computing.
+Under data parallelism, gather each batch's :meth:`ConfusionMatrix.image_counts` across processes
+with ``accelerator.gather_for_metrics`` (it drops the samples accelerate repeats to pad the last
+batch) and :meth:`ConfusionMatrix.add_image_counts` them, so every validation pixel counts once.
 """
 
 from __future__ import annotations
@@ -63,6 +64,55 @@ class ConfusionMatrix:
     @torch.no_grad()
     def update(self, pred: Tensor, target: Tensor) -> None:
         """Add a batch: ``pred`` is a LongTensor [B, H, W] of classes or logits [B, C, H, W]."""
+        if self.per_image:
+            self.add_image_counts(self.image_counts(pred, target))
+            return
+        pred, target, _, _ = self._labelled(pred, target, per_image=False)
+        if target.numel() == 0:
+            return
+        self._follow(pred.device)
+        c = self.num_classes
+        self.matrix += torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
+
+    @torch.no_grad()
+    def image_counts(self, pred: Tensor, target: Tensor) -> Tensor:
+        """One confusion matrix per image of a batch, int64 [B, C, C]; nothing is accumulated.
+
+        Same inputs as :meth:`update` (an [H, W] pair is one image). Under data parallelism, gather
+        these across processes (``accelerator.gather_for_metrics``, which drops the samples repeated
+        to pad the last batch) and :meth:`add_image_counts` the result: every pixel counts once.
+        """
+        pred, target, image, n_images = self._labelled(pred, target, per_image=True)
+        c = self.num_classes
+        per = torch.bincount(image * (c * c) + target * c + pred, minlength=n_images * c * c)
+        return per.reshape(n_images, c, c)
+
+    @torch.no_grad()
+    def add_image_counts(self, counts: Tensor) -> None:
+        """Add per-image confusion matrices [B, C, C] (from :meth:`image_counts`)."""
+        c = self.num_classes
+        if counts.dim() != 3 or counts.shape[1:] != (c, c):
+            raise ValueError(f"image counts must be [B, {c}, {c}], got {tuple(counts.shape)}")
+        per = counts.long()
+        self._follow(per.device)
+        self.matrix += per.sum(0)
+        if not self.per_image:
+            return
+        tp = per.diagonal(dim1=1, dim2=2).double()
+        union = per.sum(1).double() + per.sum(2).double() - tp
+        present = union > 0
+        n_present = present.sum(1)
+        miou = torch.where(present, tp / union.clamp_min(1), 0.0).sum(1) / n_present.clamp_min(1)
+        counted = n_present > 0  # images with at least one labelled pixel
+        self.image_stats += torch.stack([miou[counted].sum(), counted.sum().double()])
+
+    def _follow(self, device) -> None:
+        if self.matrix.device != device:
+            self.matrix = self.matrix.to(device)
+            self.image_stats = self.image_stats.to(device)
+
+    def _labelled(self, pred: Tensor, target: Tensor, per_image: bool):
+        """Flat (pred, target, image index or None, number of images) of the labelled pixels, checked."""
         if pred.dim() == target.dim() + 1:
             if pred.shape[1] != self.num_classes:
                 raise ValueError(
@@ -75,14 +125,11 @@ class ConfusionMatrix:
             raise ValueError("pred must hold integer class indices (or be logits with a class dim)")
         n_images = pred.shape[0] if pred.dim() >= 3 else 1
         image = None
-        if self.per_image:
+        if per_image:
             # [B, H, W]: one image per leading index; [H, W]: a single image
             image = torch.arange(n_images, device=pred.device).repeat_interleave(pred.numel() // n_images)
         pred = pred.reshape(-1).long()
         target = target.reshape(-1).to(pred.device).long()
-        if self.matrix.device != pred.device:
-            self.matrix = self.matrix.to(pred.device)
-            self.image_stats = self.image_stats.to(pred.device)
         c = self.num_classes
         keep = (
             target != self.ignore_index
@@ -90,31 +137,18 @@ class ConfusionMatrix:
             else torch.ones_like(target, dtype=torch.bool)
         )
         target, pred = target[keep], pred[keep]
-        if target.numel() == 0:
-            return
-        # One host sync per batch: labels outside the classes must not be counted silently.
-        lo, hi = torch.stack(
-            [torch.minimum(target.min(), pred.min()), torch.maximum(target.max(), pred.max())]
-        ).tolist()
-        if lo < 0 or hi >= c:
-            raise ValueError(
-                f"labels/predictions must lie in [0, {c}) or equal ignore_index={self.ignore_index}; "
-                f"found values in [{lo}, {hi}]"
-            )
-        if image is None:
-            self.matrix += torch.bincount(target * c + pred, minlength=c * c).reshape(c, c)
-            return
-        image = image[keep]
-        per = torch.bincount(image * (c * c) + target * c + pred, minlength=n_images * c * c)
-        per = per.reshape(n_images, c, c)
-        self.matrix += per.sum(0)
-        tp = per.diagonal(dim1=1, dim2=2).double()
-        union = per.sum(1).double() + per.sum(2).double() - tp
-        present = union > 0
-        n_present = present.sum(1)
-        miou = torch.where(present, tp / union.clamp_min(1), 0.0).sum(1) / n_present.clamp_min(1)
-        counted = n_present > 0  # images with at least one labelled pixel
-        self.image_stats += torch.stack([miou[counted].sum(), counted.sum().double()])
+        image = image[keep] if image is not None else None
+        if target.numel() > 0:
+            # One host sync per batch: labels outside the classes must not be counted silently.
+            lo, hi = torch.stack(
+                [torch.minimum(target.min(), pred.min()), torch.maximum(target.max(), pred.max())]
+            ).tolist()
+            if lo < 0 or hi >= c:
+                raise ValueError(
+                    f"labels/predictions must lie in [0, {c}) or equal ignore_index={self.ignore_index}; "
+                    f"found values in [{lo}, {hi}]"
+                )
+        return pred, target, image, n_images
 
     def merge(self, other: ConfusionMatrix) -> ConfusionMatrix:
         """Add ``other``'s counts into this matrix (in place); returns self."""

@@ -19,6 +19,13 @@ With ``run_dir`` it writes ``config.yaml``, ``metrics.jsonl`` (one JSON object p
 ``student.pt`` (the student's state_dict) and ``checkpoint.pt`` (everything needed to resume), each
 atomically. ``resume`` continues from such a ``checkpoint.pt``; with the same config and data the
 resumed run is identical to an uninterrupted one, because all randomness is re-seeded per epoch.
+
+Data parallel (``accelerate launch`` / ``torchrun``, any number of processes): each process trains on
+its shard of every global batch (``train.batch_size`` per process); the student, a trained teacher and
+the feature adapters are prepared (DDP), so their gradients are averaged across processes; validation
+gathers per-image confusion matrices without the samples that pad the last batch; the epoch's losses
+are averaged across processes; only the main process writes files, runs the hooks and calls
+``report``. Every process returns the same metrics (but for what hooks add, on the main process).
 """
 
 from __future__ import annotations
@@ -177,11 +184,75 @@ def _check_finite(parts: dict[str, float], who: str, epoch: int, step: int) -> N
         raise Diverged(f"{who} loss is {total} at epoch {epoch + 1}, step {step} ({parts})")
 
 
+class _LossStep(nn.Module):
+    """``KDObjective.step_loss`` as ``forward``, so that DDP can wrap the objective: DDP averages the
+    gradients of the parameters used in a forward made through it (the feature adapters)."""
+
+    def __init__(self, objective: nn.Module):
+        super().__init__()
+        self.objective = objective
+
+    def forward(self, *args, **kwargs):
+        return self.objective.step_loss(*args, **kwargs)
+
+
+def _student_side(student: nn.Module, objective: nn.Module) -> list[nn.Parameter]:
+    """What the student's optimiser updates and ``grad_clip`` bounds together: student and adapters."""
+    return [*student.parameters(), *objective.parameters()]
+
+
+def _update_counts(cfg: KDConfig, steps_per_epoch: int, teacher_trains: bool) -> tuple[int, int]:
+    """Optimiser steps of the student and of the teacher over the run: what each schedule spans.
+
+    ``alternation: teacher_student`` steps each network on half of the steps only.
+    """
+    from kdseg.distill import phase_for
+
+    n_s = n_t = 0
+    for epoch in range(cfg.train.epochs):
+        for step in range(epoch * steps_per_epoch, (epoch + 1) * steps_per_epoch):
+            phase = phase_for(cfg.distill.alternation, epoch, step, teacher_trains, mode=cfg.distill.mode)
+            n_s += phase.update_student
+            n_t += phase.update_teacher
+    return n_s, n_t
+
+
+def _across_processes(accelerator, sums: dict[str, float], n_images: int) -> tuple[dict[str, float], int]:
+    """The epoch's loss sums averaged over processes (every process ran the same number of steps),
+    and the images trained on by all of them."""
+    if accelerator.num_processes == 1:
+        return sums, n_images
+    keys = sorted(sums)  # the same on every process: the phases are
+    values = torch.tensor(
+        [*(sums[k] for k in keys), n_images], dtype=torch.float64, device=accelerator.device
+    )
+    values = accelerator.reduce(values, reduction="sum").tolist()
+    n = accelerator.num_processes
+    return {k: v / n for k, v in zip(keys, values[:-1], strict=True)}, int(values[-1])
+
+
+def _broadcast_buffers(accelerator, model: nn.Module | None) -> None:
+    """The main process's buffers (BatchNorm statistics) on every process.
+
+    DDP broadcasts them only before some forwards, and each process then updates its own copy
+    with its own batch; this makes every process validate the model the main process saves.
+    """
+    if model is None or accelerator.num_processes == 1:
+        return
+    import torch.distributed as dist
+
+    for b in accelerator.unwrap_model(model).buffers():
+        dist.broadcast(b, src=0)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, accelerator) -> dict[str, Any]:
     """Dataset-level mIoU, per-image mIoU, per-class IoU and pixel accuracy of ``model`` on ``loader``.
 
     Keys: ``miou``, ``per_image_miou``, ``pixel_acc``, ``per_class_iou`` (see :mod:`kdseg.metrics`).
+    With several processes every one returns the numbers of the whole split: each batch's per-image
+    confusion matrices are gathered with ``accelerator.gather_for_metrics``, which drops the samples
+    accelerate repeats to pad the last batch, so every validation pixel counts exactly once.
     """
     from kdseg.metrics import ConfusionMatrix
 
@@ -191,11 +262,8 @@ def evaluate(model: nn.Module, loader, num_classes: int, ignore_index: int, acce
     for x, y in loader:
         with accelerator.autocast():
             logits = model(x)
-        cm.update(logits.argmax(1), y)
+        cm.add_image_counts(accelerator.gather_for_metrics(cm.image_counts(logits.argmax(1), y)))
     model.train(was_training)
-    if accelerator.num_processes > 1:  # one dataset-level matrix across all processes
-        cm.matrix = accelerator.reduce(cm.matrix, reduction="sum")
-        cm.image_stats = accelerator.reduce(cm.image_stats, reduction="sum")
     return cm.compute()
 
 
@@ -234,38 +302,42 @@ def train_kd(
         for model in (m.student, m.teacher):
             if model is not None:
                 model.to(memory_format=torch.channels_last)
-    train_loader, val_loader = make_loaders(data, cfg.data, t.batch_size, t.num_workers, t.seed)
+    # Sharded first: with N processes an epoch has 1/N of the steps, and the schedules count those.
+    train_loader, val_loader = accelerator.prepare(
+        *make_loaders(data, cfg.data, t.batch_size, t.num_workers, t.seed)
+    )
     steps_per_epoch = len(train_loader)
     if t.max_steps_per_epoch:
         steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
-    total_steps = steps_per_epoch * t.epochs
+    steps_s, steps_t = _update_counts(cfg, steps_per_epoch, m.teacher_trains)
 
-    opt_s = _optimizer(
-        t.optimizer, [*m.student.parameters(), *m.objective.parameters()], t.lr, t.weight_decay
-    )
-    sched_s = _scheduler(t.scheduler, opt_s, total_steps)
+    opt_s = _optimizer(t.optimizer, _student_side(m.student, m.objective), t.lr, t.weight_decay)
+    sched_s = _scheduler(t.scheduler, opt_s, steps_s)
     opt_t = sched_t = None
     if m.teacher_trains:
         opt_t = _optimizer(t.optimizer, m.teacher.parameters(), t.teacher_lr or t.lr, t.weight_decay)
-        sched_t = _scheduler(t.scheduler, opt_t, total_steps)
+        sched_t = _scheduler(t.scheduler, opt_t, steps_t)
 
     start_epoch, global_step = 0, 0
-    if resume is not None:
+    if resume is not None:  # every process loads the same checkpoint
         start_epoch, global_step = _restore(resume, cfg, m, opt_s, sched_s, opt_t, sched_t)
 
-    # The objective holds only the feature adapters: it is moved, not wrapped (DDP refuses modules
-    # without trainable parameters, and a frozen teacher is one of those too).
+    # Prepared (DDP with several processes): the student, a trained teacher and the feature adapters,
+    # so that all their gradients are averaged across processes. DDP refuses modules without trainable
+    # parameters: a frozen teacher and an objective without conv adapters are only moved.
     student = accelerator.prepare(m.student)
     objective = m.objective.to(accelerator.device)
+    if any(p.requires_grad for p in m.objective.parameters()):
+        objective = accelerator.prepare(_LossStep(m.objective))
     opt_s = accelerator.prepare(opt_s)
     teacher = m.teacher
     if teacher is not None:
         teacher = accelerator.prepare(teacher) if m.teacher_trains else teacher.to(accelerator.device)
     if opt_t is not None:
         opt_t = accelerator.prepare(opt_t)
-    train_loader, val_loader = accelerator.prepare(train_loader, val_loader)
 
-    if run_dir is not None:
+    main = accelerator.is_main_process  # the one writer: files, hooks, report, progress
+    if run_dir is not None and main:
         run_dir.mkdir(parents=True, exist_ok=True)
         save_config(cfg, run_dir / "config.yaml")
         _truncate_metrics(run_dir / METRICS_FILE, keep_epochs=start_epoch)
@@ -274,7 +346,7 @@ def train_kd(
     for epoch in range(start_epoch, t.epochs):
         seed_everything(_epoch_seed(t.seed, epoch))
         alpha = alpha_at(cfg.distill, epoch, t.epochs)  # distill.alpha_schedule, fixed for the epoch
-        objective.alpha = alpha
+        m.objective.alpha = alpha
         # shuffle order and augmentations are functions of (seed, epoch): resumed runs see the same batches
         for obj in (train_loader, getattr(train_loader, "dataset", None)):
             if hasattr(obj, "set_epoch"):
@@ -304,10 +376,13 @@ def train_kd(
             n_steps += 1
             n_images += x.shape[0]
             global_step += 1
-            if on_step is not None:
+            if on_step is not None and main:
                 on_step(step + 1, steps_per_epoch)
         train_time = time.perf_counter() - t0
+        sums, n_images = _across_processes(accelerator, sums, n_images)
 
+        for model in (student, teacher if m.teacher_trains else None):  # every rank validates what is saved
+            _broadcast_buffers(accelerator, model)
         s_eval = evaluate(student, val_loader, data.num_classes, data.ignore_index, accelerator)
         t_eval = (
             evaluate(teacher, val_loader, data.num_classes, data.ignore_index, accelerator)
@@ -321,7 +396,7 @@ def train_kd(
         if torch.cuda.is_available():
             metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
-        if hooks:
+        if hooks and main:
             unwrap = accelerator.unwrap_model
             ctx = EpochContext(
                 cfg,
@@ -337,7 +412,7 @@ def train_kd(
                 hook(ctx)
 
         ckpt_dir = None
-        if run_dir is not None:
+        if run_dir is not None and main:
             _append_metrics(run_dir / METRICS_FILE, metrics)
             is_last = epoch + 1 == t.epochs
             if (epoch + 1) % t.checkpoint_every == 0 or is_last:
@@ -348,7 +423,7 @@ def train_kd(
                     accelerator,
                     student,
                     teacher,
-                    objective,
+                    m.objective,
                     opt_s,
                     sched_s,
                     opt_t,
@@ -358,9 +433,10 @@ def train_kd(
                 if not is_last or keep_last_checkpoint:
                     save_atomic(state, run_dir / FULL_CHECKPOINT)
                     ckpt_dir = run_dir
-        if report is not None:
+        if report is not None and main:
             report(metrics, ckpt_dir)
         last = metrics
+    accelerator.wait_for_everyone()  # files written when train_kd returns, on every process
     m.s_taps.close()
     if m.t_taps is not None:
         m.t_taps.close()
@@ -368,8 +444,12 @@ def train_kd(
 
 
 def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt_t, x, y, phase, t) -> dict:
-    """One optimisation step of teacher and/or student; returns the loss parts as floats."""
-    obj = objective
+    """One optimisation step of teacher and/or student; returns the loss parts as floats.
+
+    ``objective`` is ``m.objective`` or its prepared :class:`_LossStep`; the loss goes through the
+    latter only when the adapters learn this step, since DDP expects a gradient for every parameter
+    it wraps after each forward made through it.
+    """
     sites = m.feature_sites
     t_logits = t_feats = None
     if t.channels_last:
@@ -385,8 +465,10 @@ def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt
             s_logits = student(x)
         s_feats = {s: m.s_taps.features[s] for s in sites}
 
+        adapters_learn = s_grad and phase.student_distill and bool(sites)
+        step_loss = objective if objective is not m.objective and adapters_learn else m.objective.step_loss
         # both losses at once: each log_softmax(logits / T) computed once, one host sync for the parts
-        loss, out = obj.step_loss(
+        loss, out = step_loss(
             s_logits,
             s_feats,
             t_logits,
@@ -398,7 +480,10 @@ def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt
         )
     if loss is None:
         return out
-    if not torch.isfinite(loss.detach()):
+    bad = ~torch.isfinite(loss.detach())
+    if accelerator.num_processes > 1:  # all stop together: one alone would leave the others in backward
+        bad = accelerator.reduce(bad.float(), reduction="sum") > 0
+    if bad:
         raise Diverged(f"loss is {loss.item()} ({out})")
     if s_grad:
         opt_s.zero_grad(set_to_none=True)
@@ -406,7 +491,7 @@ def _train_step(accelerator, m: _Models, student, teacher, objective, opt_s, opt
         opt_t.zero_grad(set_to_none=True)
     accelerator.backward(loss)
     if t.grad_clip:
-        accelerator.clip_grad_norm_(student.parameters(), t.grad_clip)
+        accelerator.clip_grad_norm_(_student_side(student, m.objective), t.grad_clip)
         if opt_t is not None:
             accelerator.clip_grad_norm_(teacher.parameters(), t.grad_clip)
     if s_grad:

@@ -93,3 +93,23 @@ def test_reset_empty_and_errors() -> None:
         cm.update(torch.zeros(1, 2, 2, dtype=torch.long), torch.zeros(1, 3, 3, dtype=torch.long))
     with pytest.raises(ValueError, match="classes"):
         cm.update(torch.zeros(1, 5, 2, 2), torch.zeros(1, 2, 2, dtype=torch.long))
+
+
+def test_gathered_image_counts_equal_update() -> None:
+    """image_counts -> (gather across processes) -> add_image_counts is update, split over batches."""
+    g = torch.Generator().manual_seed(2)
+    target = torch.randint(0, 5, (5, 6, 6), generator=g)
+    target[target == 4] = IGN
+    target[3] = IGN  # an image without labelled pixels: not counted in the per-image mean
+    pred = torch.randint(0, 5, (5, 6, 6), generator=g)
+    whole = ConfusionMatrix(5, IGN, per_image=True)
+    whole.update(pred, target)
+    counted = ConfusionMatrix(5, IGN, per_image=True)
+    counts = torch.cat([counted.image_counts(pred[i : i + 2], target[i : i + 2]) for i in range(0, 5, 2)])
+    assert counts.shape == (5, 5, 5) and int(counts[3].sum()) == 0
+    counted.add_image_counts(counts)
+    assert torch.equal(counted.matrix, whole.matrix)
+    assert torch.equal(counted.image_stats, whole.image_stats)
+    assert counted.compute() == whole.compute()
+    with pytest.raises(ValueError, match=r"\[B, 5, 5\]"):
+        counted.add_image_counts(torch.zeros(2, 4, 4, dtype=torch.long))
