@@ -344,6 +344,11 @@ HELP: dict[str, tuple[str, str]] = {
         "--format the best student itself as ONNX or TorchScript, checked against PyTorch.",
         "%(prog)s runs/quickstart --format onnx",
     ),
+    "eval": (
+        "",
+        "%(prog)s runs/winner --split test --teacher\n"
+        "  %(prog)s runs/quickstart --pareto --split test --set data.test_root=/data/carla_test",
+    ),
     "bench": ("", "%(prog)s experiments/carla_online_r34_r18.yaml --size 512x512 --device cpu"),
     "submit": ("", "%(prog)s search_spaces/backbones.yaml --address http://HOST:8265 --out /shared/runs"),
     "status": (
