@@ -12,7 +12,7 @@ import pytest
 
 from kdseg.cli import main
 from kdseg.smoke import SMOKE_OVERRIDES, smoke_overrides
-from kdseg.space import grid_size, load_space, searched_keys
+from kdseg.space import controls, grid_size, load_space, searched_keys
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONES = REPO / "search_spaces" / "backbones.yaml"
@@ -22,7 +22,8 @@ def test_smoke_keeps_the_question_and_shrinks_the_cost() -> None:
     full = load_space(BACKBONES)
     small = load_space(BACKBONES, smoke_overrides(BACKBONES, []))
     assert small.space.keys() == full.space.keys() and searched_keys(small) == searched_keys(full)
-    assert small.sweep.num_samples == grid_size(full) == 6  # every pair once, baseline included
+    # every KD pair once, and the baseline once as the control of its student
+    assert small.sweep.num_samples == grid_size(full) + len(controls(full)) == 5 + 1
     assert small.sweep.asha.max_t == 2 and small.sweep.resources_per_trial.gpu == 0
     cfg = small.base_config
     assert tuple(cfg.data.image_size) == (64, 64) and cfg.train.device == "cpu"
