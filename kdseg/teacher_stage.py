@@ -261,10 +261,11 @@ def _read_epochs(folder: Path) -> list[dict[str, Any]]:
     return out
 
 
-def train_teacher(config: dict[str, Any], data, folder: str) -> dict[str, Any]:
+def train_teacher(config: dict[str, Any], data, folder: str, report=None) -> dict[str, Any]:
     """Train one teacher into ``folder`` (continuing from its ``checkpoint.pt``); its summary.
 
-    The body of the stage's Ray task, and an ordinary function (tests, benchmarks).
+    The body of the stage's Ray task, and an ordinary function (experiments/kd_benefit.py, tests);
+    ``report(metrics, checkpoint_dir)`` is :func:`kdseg.train.train_kd`'s per-epoch callback.
     """
     from kdseg.checkpoint import FULL_CHECKPOINT
     from kdseg.fileio import atomic_write
@@ -275,12 +276,12 @@ def train_teacher(config: dict[str, Any], data, folder: str) -> dict[str, Any]:
     started = time.perf_counter()
     resume = run_dir / FULL_CHECKPOINT if (run_dir / FULL_CHECKPOINT).is_file() else None
     try:
-        last = train_kd(cfg, data, None, run_dir=run_dir, resume=resume, keep_last_checkpoint=False)
+        last = train_kd(cfg, data, report, run_dir=run_dir, resume=resume, keep_last_checkpoint=False)
     except CheckpointError:
         if resume is None:
             raise
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a damaged checkpoint: start again
-        last = train_kd(cfg, data, None, run_dir=run_dir, keep_last_checkpoint=False)
+        last = train_kd(cfg, data, report, run_dir=run_dir, keep_last_checkpoint=False)
     epochs = _read_epochs(run_dir)
     last = epochs[-1] if epochs else last
     summary = {
