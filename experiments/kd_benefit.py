@@ -17,8 +17,8 @@ interrupted comparison continues where it stopped. Prints a table (mean +- sampl
 val mIoU per arm, and each arm minus ``alone``) and the teacher's val mIoU, and writes
 ``OUT/results.json`` (every run's ``config.yaml`` and ``student.pt`` path, the teacher's).
 
-``--preset cpu60`` sizes the CamVid comparison for about 60 minutes of a quiet 2-core CPU (measured
-figures in experiments/README.md); ``--set`` options come after a preset and win.
+``--preset cpu60`` is meant to size the CamVid comparison for about 60 minutes of a quiet 2-core CPU (not
+measured yet: experiments/README.md); ``--set`` options come after a preset and win.
 
     python experiments/kd_benefit.py experiments/camvid_kd_benefit.yaml --preset cpu60 \\
         --seeds 0 1 2 --out runs/kd_benefit/camvid_offline --set data.root=../shared/data/camvid
@@ -39,7 +39,7 @@ ARMS = {
     "online": ["distill.mode=online", "teacher.checkpoint=null", "teacher.train_epochs=null"],
     "offline": ["distill.mode=offline"],  # teacher.checkpoint: the teacher trained once (below)
 }
-# About 60 minutes on a quiet 2-core CPU for 3 seeds x 3 arms plus the teacher (experiments/README.md)
+# Meant to fit about 60 minutes of a quiet 2-core CPU (3 seeds x 3 arms + the teacher); NOT measured yet
 PRESETS = {
     "cpu60": [
         "data.image_size=[96,128]",
