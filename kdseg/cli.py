@@ -241,7 +241,9 @@ def _print_sweep_result(result, console=None) -> int:
     # of a narrow terminal; commands are printed unbroken (soft wrap) so that they copy whole.
     sweep_dir = Path(result.sweep_dir).resolve()
     short = _shown(sweep_dir)
-    lines = [f"leaderboard: {short / 'leaderboard.csv'}"]
+    from kdseg.teacher_stage import describe_teachers
+
+    lines = [*describe_teachers(sweep_dir), f"leaderboard: {short / 'leaderboard.csv'}"]
     lines += [line.replace(str(sweep_dir), str(short)) for line in finish_sweep(None, result)]
     for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)

@@ -159,6 +159,25 @@ class ModelConfig(Strict):
         return v
 
 
+# ``teacher.checkpoint: train``: the sweep trains the teacher once, before the trials (kdseg.teacher_stage)
+TRAIN_TEACHER = "train"
+
+
+class TeacherConfig(ModelConfig):
+    checkpoint: Literal["train"] | Path | None = Field(
+        None, description="full model state_dict to start from; 'train': a sweep's teacher stage trains it"
+    )
+    train_epochs: int | None = Field(
+        None, ge=1, description="checkpoint 'train': the teacher's epochs (default: the students')"
+    )
+
+    @model_validator(mode="after")
+    def _epochs_need_stage(self) -> TeacherConfig:
+        if self.train_epochs is not None and self.checkpoint != TRAIN_TEACHER:
+            raise ValueError("teacher.train_epochs applies only with teacher.checkpoint: train")
+        return self
+
+
 class DistillConfig(Strict):
     mode: Literal["online", "offline", "mutual", "none"] = "online"
     temperature: float = Field(4.0, gt=0.0)
@@ -262,7 +281,7 @@ class KDConfig(Strict):
 
     name: str | None = None
     data: DataConfig = DataConfig()
-    teacher: ModelConfig = ModelConfig(arch="Unet", encoder="resnet34")
+    teacher: TeacherConfig = TeacherConfig(arch="Unet", encoder="resnet34")
     student: ModelConfig = ModelConfig(arch="Unet", encoder="resnet18")
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig()
@@ -273,6 +292,11 @@ class KDConfig(Strict):
         if self.distill.mode == "offline" and self.teacher.checkpoint is None:
             raise ValueError(
                 "distill.mode 'offline' needs teacher.checkpoint (a trained teacher to distil from)"
+            )
+        if self.teacher.checkpoint == TRAIN_TEACHER and self.distill.mode not in ("offline", "none"):
+            raise ValueError(
+                f"teacher.checkpoint 'train' (a sweep's teacher stage) distils from a frozen teacher: "
+                f"distill.mode must be offline, not {self.distill.mode!r}"
             )
         if self.distill.mode == "mutual" and self.teacher.frozen:
             raise ValueError("distill.mode 'mutual' trains the teacher; teacher.frozen must be false")
@@ -434,7 +458,8 @@ def resolve_paths(cfg: KDConfig, base: Path | None = None) -> KDConfig:
     cfg.data.root = absolute(cfg.data.root)
     cfg.data.test_root = absolute(cfg.data.test_root)
     for m in (cfg.teacher, cfg.student):
-        m.checkpoint = absolute(m.checkpoint)
+        if m.checkpoint != TRAIN_TEACHER:
+            m.checkpoint = absolute(m.checkpoint)
         if m.weights not in (None, "imagenet"):
             m.weights = str(absolute(Path(m.weights)))
     return cfg

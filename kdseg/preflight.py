@@ -95,6 +95,8 @@ def check_models(spec: Any) -> None:
 
     src = spec.source or "sweep"
     for role, m, num_classes, where in trial_models(spec):
+        if m.checkpoint == "train":  # the teacher stage trains it: check only its weights here
+            m = m.model_copy(update={"checkpoint": None})
         if m.checkpoint is None and m.weights is None:
             continue  # random initialisation cannot fail for want of a file
         try:

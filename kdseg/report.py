@@ -753,6 +753,17 @@ def _summary_html(sd: SweepData, best: Trial | None, baseline: Trial | None) -> 
         ("data", f"{data.format}, {data.num_classes} classes, {data.image_size[0]}x{data.image_size[1]}"),
         ("searched", ", ".join(sd.spec.space) or "-"),
     ]
+    from kdseg.teacher_stage import read_teachers
+
+    for t in read_teachers(sd.sweep_dir):  # teacher.checkpoint: train: each teacher trained once, shown once
+        items.append(
+            (
+                "teacher",
+                f"{_esc(t['teacher'])}, trained once by the teacher stage ({_esc(t['hash'])}): val mIoU "
+                f"<b>{_fmt(t.get('val_miou'))}</b> after {_esc(t['epochs'])} epochs, "
+                f"{_fmt((as_number(t.get('params')) or 0) / 1e6, '.2f')} M params",
+            )
+        )
     if best is not None:
         r = best.row
         kd = (

@@ -70,6 +70,7 @@ def plan_sweep(
     from kdseg.final_eval import check_final_eval
     from kdseg.space import load_space
     from kdseg.study import check_new_study, storage_url
+    from kdseg.teacher_stage import plan_teachers
 
     spec = load_space(space_path, overrides)
     where = "--name" if name else (f"{space_path}: name" if spec.name else f"{space_path}: its file name")
@@ -77,6 +78,7 @@ def plan_sweep(
     _check_name(name, where)
     sweep_dir = (Path(out_root) / name).resolve()
     _check_data_keys(spec, space_path)
+    plan_teachers(spec, str(space_path))  # teacher.checkpoint: train: its teachers known before the trials
     check_final_eval(spec, space_path)
     if sweep_dir.exists() and any(p.name != LOCK_FILE for p in sweep_dir.iterdir()):
         raise KdsegError(
@@ -300,6 +302,7 @@ def run_sweep(plan: SweepPlan) -> SweepResult:
                 except OSError:
                     break
             raise
+        _teacher_stage(plan, data)
         results = _fit(plan, tuner)
         return _storage_errors(plan, lambda: finalize(plan, results, started))
     finally:
@@ -354,7 +357,10 @@ def resume_sweep(
         data = _load_data(spec.base_config.data, spec_file)
         set_aside_broken_state(sweep_dir / TUNE_DIR)
         _init_ray(address, verbose)
-        tuner, _ = _tuner(plan, data, restore=True)
+        # a driver killed before the trials started (in the teacher stage) left no experiment state
+        started_trials = any((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"))
+        tuner, _ = _tuner(plan, data, restore=started_trials)
+        _teacher_stage(plan, data)  # a finished teacher is reused, an interrupted one continues
         results = _fit(plan, tuner)
         return _storage_errors(plan, lambda: finalize(plan, results, started))
     finally:
@@ -425,6 +431,18 @@ def _lock_holder(fd: int) -> str:
         return f" (pid {int(pid)} on {host})"
     except (OSError, ValueError, UnicodeDecodeError):
         return ""
+
+
+def _teacher_stage(plan: SweepPlan, data) -> None:
+    """``teacher.checkpoint: train``: each distinct teacher trained once, before any trial (kdseg.teacher_stage)."""
+    from kdseg.study import open_storage, study_exists
+    from kdseg.teacher_stage import run_teacher_stage
+
+    def close(why: str) -> None:  # the study is created when the trials start
+        if study_exists(open_storage(plan.storage_url), plan.name):
+            _close_running_quietly(plan, why)
+
+    run_teacher_stage(plan.spec, data, plan.sweep_dir, on_failure=close)
 
 
 def _fit(plan: SweepPlan, tuner):

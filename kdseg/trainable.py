@@ -130,8 +130,9 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
     from kdseg.faults import FaultInjector
     from kdseg.selection import score_metrics
     from kdseg.space import describe_trial, trial_config, trial_label
+    from kdseg.teacher_stage import fill_teacher
 
-    cfg = trial_config(spec, params)
+    cfg = fill_teacher(trial_config(spec, params), sweep_dir)  # teacher.checkpoint: train -> its student.pt
     trial_id = tune.get_context().get_trial_id()
     # The run folder lives in the sweep folder (shared storage on a cluster), not Ray's local staging dir.
     run_dir = trial_run_dir(Path(sweep_dir), trial_id)

@@ -111,6 +111,21 @@ def test_asha_vs_fifo_benchmark_runs_both_arms_on_the_same_configs(tmp_path):
         assert key in s
 
 
+@pytest.mark.bench  # two two-trial sweeps, one with a teacher stage
+def test_teacher_stage_benchmark_trains_the_teacher_once_for_n_students(tmp_path):
+    out, r = run_bench(
+        "teacher_stage",
+        *("--students", "2", "--epochs", "1", "--steps", "1", "--size", "32x32", "--n", "10"),
+        *("--teacher", "lightweight_unet", "--out", str(tmp_path)),
+    )
+    assert has_table(out) and "wall time stage / online" in out
+    stage, online = r["stage"], r["online"]
+    assert stage["teacher_trainings"] == 1 and online["teacher_trainings"] == 2
+    assert stage["statuses"] == online["statuses"] == {"completed": 2}
+    assert stage["teacher_s"] > 0 and online["teacher_s"] == 0
+    assert abs(r["ratio"] - stage["wall_s"] / online["wall_s"]) < 1e-3
+
+
 def test_gpu_benchmark_skips_without_cuda():
     import torch
 
@@ -141,7 +156,17 @@ def test_cli_startup_benchmark_times_every_help():
 
 
 @pytest.mark.parametrize(
-    "name", ["kd_step", "sweep_packing", "shared_data_memory", "asha_vs_fifo", "gpu", "data", "cli_startup"]
+    "name",
+    [
+        "kd_step",
+        "sweep_packing",
+        "shared_data_memory",
+        "asha_vs_fifo",
+        "gpu",
+        "data",
+        "cli_startup",
+        "teacher_stage",
+    ],
 )
 def test_every_benchmark_has_its_command_in_the_readme_and_performance_doc(name):
     for doc in (BENCH.parent / "README.md", BENCH.parent / "docs" / "performance.md"):

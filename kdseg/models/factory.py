@@ -132,6 +132,11 @@ def build_model(cfg: ModelConfig, num_classes: int, role: str | None = None) -> 
         except WeightsError as e:
             raise WeightsError(f"{_key(role, 'weights')}: {e}") from None
 
+    if cfg.checkpoint == "train":  # kdseg.config.TRAIN_TEACHER: filled in by a sweep's teacher stage
+        raise CheckpointError(
+            f"{_key(role, 'checkpoint')}: 'train' means a sweep's teacher stage trains this teacher "
+            "(kdseg-sweep); outside a sweep, name a checkpoint file (a trained teacher's student.pt)"
+        )
     if cfg.checkpoint is not None:
         try:
             load_checkpoint(model, cfg.checkpoint, role=role)
