@@ -21,6 +21,7 @@ SMOKE_OVERRIDES: tuple[str, ...] = (
     "train.num_workers=0",
     "train.max_steps_per_epoch=2",
     "sweep.asha.max_t=2",
+    "teacher.train_epochs=null",  # a teacher stage trains for max_t epochs too
     "sweep.asha.grace_period=1",
     "sweep.resources_per_trial.cpu=1",
     "sweep.resources_per_trial.gpu=0",
