@@ -1009,7 +1009,7 @@ def controls(spec: SweepSpec) -> list[Control]:
                     seen.add(student)
                     found.append((student, settings))
             for student, settings in found:
-                name = str(label) if len(found) == 1 else f"{label}:{student}"
+                name = str(label) if len(found) == 1 else f"{label} ({student})"
                 out.append(Control(label=name, settings=settings))
     return out
 

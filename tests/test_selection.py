@@ -99,7 +99,7 @@ def test_controls_expand_over_the_students_of_their_group(tmp_path, synth_dir) -
     }
     spec = load_space(_space(tmp_path, synth_dir, space))
     labels = [c.label for c in controls(spec)]
-    assert labels == ["alone:lightweight_unet@0.5", "alone:Unet/resnet18"]  # r18 once, not twice
+    assert labels == ["alone (lightweight_unet@0.5)", "alone (Unet/resnet18)"]  # r18 once, not twice
     assert len(initial_points(spec)) == 3
     # num_samples must leave room for the grid and the controls
     with pytest.raises(ConfigError, match=r"3 grid combinations and 2 no-KD controls.*at least 5"):
