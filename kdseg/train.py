@@ -294,7 +294,7 @@ def train_kd(
     t = cfg.train
     seed_everything(t.seed)
     accelerator = make_accelerator(cfg)
-    from kdseg.data.weights import class_weights_for
+    from kdseg.data.class_weights import class_weights_for
 
     class_weights = class_weights_for(data, cfg.data.class_weights)  # counted once, kept on data
     m = _Models(cfg, data.num_classes, data.ignore_index, class_weights=class_weights)

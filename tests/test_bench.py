@@ -1,4 +1,4 @@
-"""kdseg.bench: FLOPs against a hand count, latency figures, teacher/student profiles, the cost cache."""
+"""kdseg.deploy.bench: FLOPs against a hand count, latency figures, teacher/student profiles, the cost cache."""
 
 from __future__ import annotations
 
@@ -12,9 +12,9 @@ import pytest
 import torch
 from torch import nn
 
-from kdseg import bench
-from kdseg.bench import BenchError, bench_config, profile_model, student_cost
 from kdseg.config import KDConfig, ModelConfig, validate_config
+from kdseg.deploy import bench
+from kdseg.deploy.bench import BenchError, bench_config, profile_model, student_cost
 from kdseg.errors import ConfigError, KdsegError
 
 

@@ -10,8 +10,16 @@ import numpy as np
 import pytest
 import torch
 
-from kdseg import tracking
-from kdseg.tracking import (
+from kdseg.tracking import run as tracking
+from kdseg.tracking.images import (
+    EpochImages,
+    colorize,
+    fixed_indices,
+    layer_rows,
+    layers_figure,
+    prediction_figure,
+)
+from kdseg.tracking.run import (
     WandbRun,
     api_key_configured,
     offline_runs,
@@ -21,7 +29,6 @@ from kdseg.tracking import (
     search_column,
     sync_command,
 )
-from kdseg.visualize import EpochImages, colorize, fixed_indices, layer_rows, layers_figure, prediction_figure
 from tests.conftest import tiny_config
 
 FAKE_KEY = "kdsegfake" + "0123456789abcdef" * 2  # never a real key; must not appear in any file
@@ -130,7 +137,7 @@ def test_colorize_and_fixed_indices():
 
 
 def test_layer_rows_pair_from_the_deepest_stage_and_figures_render():
-    from kdseg.visualize import ModelView
+    from kdseg.tracking.images import ModelView
 
     rng = torch.Generator().manual_seed(0)
     t_enc = [torch.rand(2, c, s, s, generator=rng) for c, s in ((8, 16), (16, 8), (32, 4), (64, 2))]

@@ -63,7 +63,7 @@ def visible_gpus() -> int:
 
 def trial_models(spec: Any) -> list[tuple[str, Any, int, str]]:
     """``(role, ModelConfig, num_classes, where)`` for every distinct model a trial can build."""
-    from kdseg.space import default_params, initial_points, trial_config
+    from kdseg.sweep.space import default_params, initial_points, trial_config
 
     configs = [(spec.base_config, "base config")]
     base_point = initial_points(spec)[:1] or [default_params(spec)]

@@ -82,7 +82,7 @@ def select_rows(rows: Sequence[dict[str, Any]], top_k: int | None = None, pareto
 
     Only rows with a ``val_miou`` that did not fail count; the order of ``rows`` is kept.
     """
-    from kdseg.ranking import FAILED_STATUSES, as_number
+    from kdseg.sweep.ranking import FAILED_STATUSES, as_number
 
     ok = [
         r for r in rows if r.get("status") not in FAILED_STATUSES and as_number(r.get("val_miou")) is not None
@@ -94,8 +94,8 @@ def sweep_targets(
     sweep_dir: Path, overrides: Sequence[str] = (), top_k: int | None = None, pareto: bool = False
 ) -> list[Target]:
     """The selected trials of a finished sweep folder (see :func:`select_rows`)."""
-    from kdseg.export import LEADERBOARD, trial_run_dir
-    from kdseg.ranking import read_leaderboard_csv
+    from kdseg.deploy.best_config import LEADERBOARD, trial_run_dir
+    from kdseg.sweep.ranking import read_leaderboard_csv
 
     board = sweep_dir / LEADERBOARD
     if not board.is_file():

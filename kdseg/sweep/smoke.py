@@ -33,7 +33,7 @@ SMOKE_MIN_SAMPLES = 2  # sweep.num_samples: one trial per grid combination and n
 
 def smoke_overrides(space: str | os.PathLike, overrides: list[str]) -> list[str]:
     """The overrides of a smoke run of ``space`` (the user's ``overrides`` last, so they win)."""
-    from kdseg.space import controls, initial_points, load_space
+    from kdseg.sweep.space import controls, initial_points, load_space
 
     shrunk = list(SMOKE_OVERRIDES)
     spec = load_space(space, [*shrunk, *overrides])

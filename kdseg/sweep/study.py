@@ -28,9 +28,9 @@ from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import unflatten_dict
 
-from kdseg.dburl import redact, scrub, strip_password, with_password
 from kdseg.errors import ConfigError
-from kdseg.selection import CONTROL_KEY
+from kdseg.sweep.dburl import redact, scrub, strip_password, with_password
+from kdseg.sweep.selection import CONTROL_KEY
 
 log = logging.getLogger(__name__)
 

@@ -14,13 +14,13 @@ import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
-from kdseg.bench import add_bench_parser  # light: no torch at import
-from kdseg.deploy import add_export_format_args
+from kdseg.cluster.submit import add_cluster_parsers  # stdlib-only at import
+from kdseg.deploy.bench import add_bench_parser  # light: no torch at import
+from kdseg.deploy.evaluate import add_eval_parser  # light: no torch at import
+from kdseg.deploy.model_export import add_export_format_args
 from kdseg.errors import KdsegError
-from kdseg.evaluate import add_eval_parser  # light: no torch at import
 from kdseg.fileio import require_writable
-from kdseg.report import add_report_parser
-from kdseg.submit import add_cluster_parsers  # stdlib-only at import
+from kdseg.report.html import add_report_parser
 
 
 def _size(text: str) -> tuple[int, int]:
@@ -110,7 +110,7 @@ def _run_training(cfg, data, out: Path, resume, console) -> int:
         )
         progress.update(task, epoch=min(m["epoch"] + 1, cfg.train.epochs), completed=0)
 
-    from kdseg.tracking import WandbRun
+    from kdseg.tracking.run import WandbRun
 
     rank = int(os.environ.get("RANK", "0"))  # accelerate launch / torchrun: one W&B run and summary, rank 0's
     wb = WandbRun(cfg, out, class_names=data.class_names, mode="disabled" if rank else None)
@@ -171,7 +171,7 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
     from rich.console import Console
 
     from kdseg.data import load_data
-    from kdseg.data.weights import class_stats, class_table, plot_class_stats
+    from kdseg.data.class_weights import class_stats, class_table, plot_class_stats
     from kdseg.fileio import atomic_write
 
     data = load_data(cfg.data, progress=True)
@@ -191,11 +191,11 @@ def cmd_data_stats(args: argparse.Namespace) -> int:
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from kdseg.sweep import plan_sweep, run_sweep
+    from kdseg.sweep.driver import plan_sweep, run_sweep
 
     overrides = args.overrides
     if args.smoke:
-        from kdseg import smoke
+        from kdseg.sweep import smoke
 
         overrides = smoke.smoke_overrides(args.space, args.overrides)
         print(smoke.describe(overrides, args.overrides), file=sys.stderr)
@@ -211,7 +211,7 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
 
 def cmd_resume(args: argparse.Namespace) -> int:
-    from kdseg.sweep import resume_sweep
+    from kdseg.sweep.driver import resume_sweep
 
     return _print_sweep_result(
         resume_sweep(args.sweep_dir, address=args.address, verbose=args.verbose, storage=args.storage)
@@ -221,7 +221,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _print_sweep_result(result, console=None) -> int:
     from rich.console import Console
 
-    from kdseg.ranking import render_leaderboard
+    from kdseg.sweep.ranking import render_leaderboard
 
     if console is None:
         console = Console()
@@ -235,7 +235,7 @@ def _print_sweep_result(result, console=None) -> int:
     console.print(
         f"{len(result.leaderboard)} trials ({summary}) in {result.wall_time_s:.0f}s", highlight=False
     )
-    from kdseg.tracking import finish_sweep
+    from kdseg.tracking.run import finish_sweep
 
     # Paths under the working directory are shown relative to it, so that a command stays on one line
     # of a narrow terminal; commands are printed unbroken (soft wrap) so that they copy whole.
@@ -246,7 +246,7 @@ def _print_sweep_result(result, console=None) -> int:
     for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)
     if result.best_config is None:
-        from kdseg.ranking import why_no_winner
+        from kdseg.sweep.ranking import why_no_winner
 
         why = why_no_winner(result.leaderboard)
         if "every trial failed" in why:
@@ -270,10 +270,10 @@ def _shown(path) -> Path:
 
 def cmd_export(args: argparse.Namespace) -> int:
     if args.format:  # the student itself, as a runtime can load it
-        from kdseg.deploy import run_export_format
+        from kdseg.deploy.model_export import run_export_format
 
         return run_export_format(args)
-    from kdseg.export import export_config
+    from kdseg.deploy.best_config import export_config
 
     path, row = export_config(args.sweep_dir, out=args.output, rank_by=args.rank_by)
     print(

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from kdseg.bench import parse_size
+from kdseg.deploy.bench import parse_size
 from kdseg.errors import KdsegError
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -402,8 +402,8 @@ def export_student(
     """
     from kdseg.checkpoint import STUDENT_CHECKPOINT
     from kdseg.config import OWN_ARCHS, load_config
+    from kdseg.deploy.best_config import pick_trial, trial_run_dir
     from kdseg.errors import CheckpointError
-    from kdseg.export import pick_trial, trial_run_dir
     from kdseg.models import build_model, count_params, load_checkpoint
 
     if fmt not in FORMATS:

@@ -29,8 +29,8 @@ def trial_run_dir(sweep_dir: Path, trial_id: str) -> Path:
 
 def pick_trial(sweep_dir: Path, rank_by: str | None = None) -> dict[str, Any]:
     """The leaderboard row of the best trial (by the sweep's objective, or by ``rank_by``)."""
-    from kdseg.ranking import best_row, build_leaderboard, read_leaderboard_csv, why_no_winner
-    from kdseg.space import load_resolved
+    from kdseg.sweep.ranking import best_row, build_leaderboard, read_leaderboard_csv, why_no_winner
+    from kdseg.sweep.space import load_resolved
 
     board_file = sweep_dir / LEADERBOARD
     if not board_file.exists():

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.fileio import atomic_write
-from kdseg.selection import OBJECTIVES, PARETO, SCALAR_OBJECTIVES, SCORE, score_metrics
+from kdseg.sweep.selection import OBJECTIVES, PARETO, SCALAR_OBJECTIVES, SCORE, score_metrics
 
 __all__ = [
     "FAILED_STATUSES",

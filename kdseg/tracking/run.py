@@ -227,7 +227,7 @@ def hardware_info(device: Any = None) -> dict[str, Any]:
 
 def epoch_hooks(cfg, sink=None) -> list:
     """The epoch hooks every kdseg run gets: hardware metrics, and images unless ``log_images_every`` is 0."""
-    from kdseg.visualize import EpochImages
+    from kdseg.tracking.images import EpochImages
 
     hooks: list = [HardwareMetrics()]
     every = cfg.tracking.wandb.log_images_every
@@ -659,7 +659,7 @@ def finish_sweep(plan, result) -> list[str]:
     if online:
         project = None
         try:
-            from kdseg.space import load_resolved
+            from kdseg.sweep.space import load_resolved
 
             spec = plan.spec if plan is not None else load_resolved(sweep_dir)
             w = spec.base_config.tracking.wandb

@@ -42,7 +42,7 @@ from typing import Any
 
 from kdseg.errors import KdsegError
 from kdseg.fileio import atomic_write
-from kdseg.ranking import as_number
+from kdseg.sweep.ranking import as_number
 
 REPORT_FILE = "report.html"
 STATUS_COLORS = {
@@ -96,7 +96,7 @@ class SweepData:
 
     @property
     def best(self) -> Trial | None:
-        from kdseg.ranking import best_row
+        from kdseg.sweep.ranking import best_row
 
         row = best_row(self.rows, self.spec.max_t)
         return None if row is None else self.by_id(row["trial_id"])
@@ -115,7 +115,7 @@ class SweepData:
     @property
     def best_kd(self) -> Trial | None:
         """The best distilled trial in leaderboard order (None when every trial is a baseline)."""
-        from kdseg.ranking import best_row
+        from kdseg.sweep.ranking import best_row
 
         row = best_row([r for r in self.rows if r.get("mode") != "none"], self.spec.max_t)
         return None if row is None else self.by_id(row["trial_id"])
@@ -142,11 +142,11 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
 def load_sweep(sweep_dir: str | Path) -> SweepData:
     """Read a finished sweep folder; a KdsegError says what is missing."""
     from kdseg.config import read_yaml
+    from kdseg.deploy.best_config import LEADERBOARD, trial_run_dir
     from kdseg.errors import ConfigError
-    from kdseg.export import LEADERBOARD, trial_run_dir
-    from kdseg.ranking import read_leaderboard_csv
-    from kdseg.space import load_resolved
-    from kdseg.visualize import read_classes
+    from kdseg.sweep.ranking import read_leaderboard_csv
+    from kdseg.sweep.space import load_resolved
+    from kdseg.tracking.images import read_classes
 
     sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
@@ -264,7 +264,7 @@ def _png(fig) -> bytes:
 def pareto_png(sd: SweepData) -> bytes:
     import tempfile
 
-    from kdseg.ranking import plot_pareto
+    from kdseg.sweep.ranking import plot_pareto
 
     with tempfile.TemporaryDirectory(prefix="kdseg-report-") as tmp:
         path = plot_pareto(sd.rows, Path(tmp) / "pareto.png", title=f"{sd.name}: val mIoU vs. student size")
@@ -794,7 +794,7 @@ def _per_class_table(series: Sequence[tuple[str, list, str]], class_names: Seque
 
 
 def _hardware_html(sd: SweepData) -> str:
-    from kdseg.tracking import offline_runs, online_runs, read_offline_run
+    from kdseg.tracking.run import offline_runs, online_runs, read_offline_run
 
     head = (
         "<th class='l'>trial</th><th class='l'>teacher &gt; student</th><th>images/s</th><th>epoch time (s)</th>"
@@ -834,7 +834,7 @@ def _hardware_html(sd: SweepData) -> str:
 
 
 def _wandb_html(sd: SweepData, wandb_url: str | None) -> str:
-    from kdseg.tracking import offline_runs, online_runs, sync_command
+    from kdseg.tracking.run import offline_runs, online_runs, sync_command
 
     off, on = offline_runs(sd.sweep_dir), online_runs(sd.sweep_dir)
     w = sd.spec.base_config.tracking.wandb
@@ -872,7 +872,7 @@ def _per_class_caption(best: Trial, baseline: Trial | None, best_kd: Trial | Non
 def _samples_html(trial: Trial, sweep_dir: Path | None = None) -> str:
     """The trial's latest sample images, embedded with a 256-colour palette; each caption links the
     full-resolution file (a path relative to the sweep folder, where report.html is written by default)."""
-    from kdseg.visualize import latest_images
+    from kdseg.tracking.images import latest_images
 
     imgs = latest_images(trial.run_dir)
     blocks = []
@@ -950,7 +950,7 @@ def render_html(sd: SweepData, wandb_url: str | None = None) -> str:
             ),
         )
     )
-    from kdseg.report_kd import kd_section_html
+    from kdseg.report.kd import kd_section_html
 
     kd_html = kd_section_html(sd)
     if kd_html:
@@ -1050,7 +1050,7 @@ def wandb_report_spec(
     import wandb_workspaces.reports.v2 as wr
     from wandb_workspaces import expr
 
-    from kdseg.tracking import search_column
+    from kdseg.tracking.run import search_column
 
     def runset(name: str):
         return wr.Runset(
@@ -1182,7 +1182,7 @@ def publish_wandb_report(sd: SweepData, timeout: float = 60.0) -> str:
 
 def wants_wandb_report(sd: SweepData, choice: str = "auto") -> tuple[bool, str]:
     """Whether to publish a W&B Report, and why (or why not)."""
-    from kdseg.tracking import online_runs, resolve_mode, server_reachable
+    from kdseg.tracking.run import online_runs, resolve_mode, server_reachable
 
     if choice == "never":
         return False, "--wandb never"

@@ -86,7 +86,7 @@ class FaultInjector:
 
     def _corrupt_checkpoints(self) -> None:
         from kdseg.checkpoint import FULL_CHECKPOINT
-        from kdseg.export import TUNE_DIR
+        from kdseg.deploy.best_config import TUNE_DIR
 
         for path in (self.sweep_dir / TUNE_DIR / self.trial_id).glob(f"checkpoint_*/{FULL_CHECKPOINT}"):
             data = path.read_bytes()

@@ -23,8 +23,8 @@ from typing import Any
 from ray import tune
 
 from kdseg.checkpoint import FULL_CHECKPOINT, STUDENT_CHECKPOINT
+from kdseg.deploy.best_config import trial_run_dir
 from kdseg.errors import CheckpointError
-from kdseg.export import trial_run_dir
 from kdseg.train import Diverged, train_kd
 
 log = logging.getLogger(__name__)
@@ -39,8 +39,8 @@ def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
 
 def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str, data, run_dir: Path):
     """The (not yet opened) W&B run of one trial."""
-    from kdseg.selection import CONTROL_KEY
-    from kdseg.tracking import WandbRun, run_id_for, search_column
+    from kdseg.sweep.selection import CONTROL_KEY
+    from kdseg.tracking.run import WandbRun, run_id_for, search_column
 
     group = sweep_dir.name
     control = params.get(CONTROL_KEY)
@@ -127,9 +127,9 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
 
 def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report_to_tune=tune.report) -> None:
     from kdseg.config import config_to_dict
-    from kdseg.faults import FaultInjector
-    from kdseg.selection import score_metrics
-    from kdseg.space import describe_trial, trial_config, trial_label
+    from kdseg.sweep.faults import FaultInjector
+    from kdseg.sweep.selection import score_metrics
+    from kdseg.sweep.space import describe_trial, trial_config, trial_label
 
     cfg = trial_config(spec, params)
     trial_id = tune.get_context().get_trial_id()
@@ -241,7 +241,7 @@ def _student_cost(cfg, sweep_dir: Path) -> dict[str, float]:
     """
     import torch
 
-    from kdseg.bench import student_cost
+    from kdseg.deploy.bench import student_cost
 
     device = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
     cost = student_cost(

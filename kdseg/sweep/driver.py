@@ -27,8 +27,8 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.config import dump_yaml
+from kdseg.deploy.best_config import LEADERBOARD, TUNE_DIR, trial_run_dir
 from kdseg.errors import ConfigError, DiskFullError, KdsegError
-from kdseg.export import LEADERBOARD, TUNE_DIR, trial_run_dir
 from kdseg.fileio import require_writable
 
 SPEC_FILE = "sweep.yaml"
@@ -67,9 +67,9 @@ def plan_sweep(
     verbose: bool = False,
 ) -> SweepPlan:
     """Load and validate a search space; refuse to overwrite an existing sweep."""
-    from kdseg.final_eval import check_final_eval
-    from kdseg.space import load_space
-    from kdseg.study import check_new_study, storage_url
+    from kdseg.sweep.final_eval import check_final_eval
+    from kdseg.sweep.space import load_space
+    from kdseg.sweep.study import check_new_study, storage_url
 
     spec = load_space(space_path, overrides)
     where = "--name" if name else (f"{space_path}: name" if spec.name else f"{space_path}: its file name")
@@ -107,14 +107,14 @@ def _load_data(cfg, source):
 
 
 def _check_name(name: str, where: str = "--name") -> None:
-    from kdseg.space import check_sweep_name
+    from kdseg.sweep.space import check_sweep_name
 
     check_sweep_name(name, where)
 
 
 def _check_data_keys(spec, source) -> None:
     """Data is decoded once per sweep, so only augmentation may vary between trials."""
-    from kdseg.space import searched_keys
+    from kdseg.sweep.space import searched_keys
 
     bad = [k for k in searched_keys(spec) if k.startswith("data.") and not k.startswith("data.augment.")]
     if bad:
@@ -157,7 +157,7 @@ def _init_ray(address: str | None, verbose: bool) -> None:
 def _trainable(spec, data, sweep_dir: Path, resources: dict[str, float]):
     from ray import tune
 
-    from kdseg.trainable import kd_trainable
+    from kdseg.sweep.trainable import kd_trainable
 
     return tune.with_resources(
         tune.with_parameters(kd_trainable, spec=spec, data=data, sweep_dir=str(sweep_dir)), resources
@@ -170,7 +170,7 @@ def _resources(spec) -> dict[str, float]:
 
 
 def _describe(spec):
-    from kdseg.space import describe_trial, trial_config
+    from kdseg.sweep.space import describe_trial, trial_config
 
     def label(params: dict) -> dict:  # the live table's pair, T and alpha
         try:
@@ -185,10 +185,10 @@ def _describe(spec):
 def _tuner(plan: SweepPlan, data, restore: bool):
     from ray import tune
 
-    from kdseg.progress import LiveTrialTable
-    from kdseg.space import control_params, controls, initial_points, to_tune_space
-    from kdseg.study import make_searcher, open_storage
-    from kdseg.trainable import PruneFinishedCheckpoints, ReportRecoveries
+    from kdseg.sweep.progress import LiveTrialTable
+    from kdseg.sweep.space import control_params, controls, initial_points, to_tune_space
+    from kdseg.sweep.study import make_searcher, open_storage
+    from kdseg.sweep.trainable import PruneFinishedCheckpoints, ReportRecoveries
 
     spec = plan.spec
     s = spec.sweep
@@ -241,7 +241,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
 
 def objective_metrics(s) -> tuple[str | list[str], str | list[str]]:
     """The reported metric(s) and direction(s) of the study for ``sweep`` settings ``s``."""
-    from kdseg.selection import PARETO, SCORE
+    from kdseg.sweep.selection import PARETO, SCORE
 
     if s.objective == PARETO:
         return ["val_miou", s.cost], ["max", "min"]
@@ -256,8 +256,8 @@ def _scheduler(s):
     """
     from ray.tune.schedulers import FIFOScheduler
 
-    from kdseg.selection import PARETO, SCORE
-    from kdseg.study import ControlsRunFullBudget
+    from kdseg.sweep.selection import PARETO, SCORE
+    from kdseg.sweep.study import ControlsRunFullBudget
 
     if s.objective == PARETO:
         return FIFOScheduler()
@@ -276,8 +276,8 @@ def _scheduler(s):
 
 def run_sweep(plan: SweepPlan) -> SweepResult:
     """Run a planned sweep to the end and write its leaderboard and best config."""
-    from kdseg.preflight import preflight
-    from kdseg.space import spec_to_dict
+    from kdseg.sweep.preflight import preflight
+    from kdseg.sweep.space import spec_to_dict
 
     started = time.perf_counter()
     data = _load_data(plan.spec.base_config.data, plan.spec.base)  # dataset errors before Ray starts
@@ -319,9 +319,9 @@ def resume_sweep(
     """
     from ray import tune
 
-    from kdseg.dburl import redact, remember, same_database
-    from kdseg.space import load_resolved
-    from kdseg.study import open_storage
+    from kdseg.sweep.dburl import redact, remember, same_database
+    from kdseg.sweep.space import load_resolved
+    from kdseg.sweep.study import open_storage
 
     sweep_dir = Path(sweep_dir).resolve()
     spec_file = sweep_dir / SPEC_FILE
@@ -442,7 +442,7 @@ def _fit(plan: SweepPlan, tuner):
 
 
 def _close_running_quietly(plan: SweepPlan, reason: str) -> None:
-    from kdseg.study import close_running, open_storage
+    from kdseg.sweep.study import close_running, open_storage
 
     try:
         n = close_running(open_storage(plan.storage_url), plan.name, reason)
@@ -524,9 +524,9 @@ def set_aside_broken_state(tune_dir: Path) -> list[Path]:
 
 def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
     """One leaderboard row per Ray trial."""
-    from kdseg.selection import CONTROL_KEY
-    from kdseg.space import describe_trial, trial_config, trial_label
-    from kdseg.study import trial_status
+    from kdseg.sweep.selection import CONTROL_KEY
+    from kdseg.sweep.space import describe_trial, trial_config, trial_label
+    from kdseg.sweep.study import trial_status
 
     max_t = plan.spec.sweep.asha.max_t
     rows = []
@@ -586,11 +586,11 @@ def _set_aside_orphans(sweep_dir: Path, trial_ids: set[str]) -> None:
 
 def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     """Write leaderboard.csv and best_config.yaml; close any Optuna trial still RUNNING."""
-    from kdseg.export import export_config
-    from kdseg.final_eval import run_final_eval
-    from kdseg.ranking import best_row, build_leaderboard, write_leaderboard_csv
-    from kdseg.selection import settle_controls
-    from kdseg.study import close_running, open_storage, record_controls
+    from kdseg.deploy.best_config import export_config
+    from kdseg.sweep.final_eval import run_final_eval
+    from kdseg.sweep.ranking import best_row, build_leaderboard, write_leaderboard_csv
+    from kdseg.sweep.selection import settle_controls
+    from kdseg.sweep.study import close_running, open_storage, record_controls
     from kdseg.train import read_metrics
 
     rows = collect_rows(plan, results)

@@ -159,7 +159,7 @@ def plan_job(
 ) -> JobPlan:
     """Validate a space file locally and build the Ray job that runs it (nothing is sent)."""
     from kdseg.config import read_yaml
-    from kdseg.space import check_sweep_name, load_space
+    from kdseg.sweep.space import check_sweep_name, load_space
 
     space_path = Path(space).expanduser()
     if not space_path.is_file():

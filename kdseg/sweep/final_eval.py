@@ -56,8 +56,8 @@ def run_final_eval(plan, board: list[dict[str, Any]], console=None) -> list[dict
         return board
     from rich.console import Console
 
-    from kdseg.evaluate import evaluate_targets, run_target, select_rows, write_results
-    from kdseg.export import trial_run_dir
+    from kdseg.deploy.best_config import trial_run_dir
+    from kdseg.deploy.evaluate import evaluate_targets, run_target, select_rows, write_results
 
     console = console or Console(stderr=True)
     rows = select_rows(board, fe.top_k, fe.pareto)

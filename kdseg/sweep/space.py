@@ -120,8 +120,8 @@ from kdseg.config import (
     validate_overridden,
 )
 from kdseg.errors import ConfigError
-from kdseg.faults import FaultRule
-from kdseg.selection import CONTROL_KEY, DEFAULT_QUALITY_FLOOR, check_objective
+from kdseg.sweep.faults import FaultRule
+from kdseg.sweep.selection import CONTROL_KEY, DEFAULT_QUALITY_FLOOR, check_objective
 
 __all__ = [
     "DOMAIN_KINDS",
@@ -585,10 +585,10 @@ def _check_storage(storage: str | None, src: str) -> str | None:
             raise ConfigError(f"{src}: storage: journal: needs a file path, e.g. journal:runs/optuna.log")
         return "journal:" + str(Path(target).expanduser().resolve())
     if _URL.match(storage):
-        from kdseg.dburl import strip_password
+        from kdseg.sweep.dburl import strip_password
 
         return strip_password(storage)  # the password stays in memory, never in the spec (kdseg.dburl)
-    from kdseg.dburl import redact
+    from kdseg.sweep.dburl import redact
 
     raise ConfigError(
         f"{src}: storage: {redact(storage)!r} is neither an SQLAlchemy URL (sqlite:///optuna.db, "
