@@ -30,7 +30,8 @@ ARMS = {"kd": [], "alone": ["distill.mode=none"]}
 
 def run_arm(config: str, overrides: list[str], arm: str, seed: int, out: Path, data) -> dict:
     from kdseg.config import load_config, save_config
-    from kdseg.train import read_metrics, train_kd
+    from kdseg.layout import read_metrics
+    from kdseg.train import train_kd
 
     cfg = load_config(config, [*overrides, *ARMS[arm], f"train.seed={seed}", "tracking.wandb.mode=disabled"])
     run_dir = out / arm / f"seed{seed}"

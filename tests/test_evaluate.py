@@ -163,8 +163,8 @@ def fake_run(folder: Path, data_root: Path, width: float, seed: int, val_miou: f
 
 
 def test_run_final_eval_adds_test_miou_to_the_chosen_rows_only(tmp_path):
-    from kdseg.deploy.best_config import trial_run_dir
-    from kdseg.sweep.final_eval import FINAL_EVAL_FILE, run_final_eval
+    from kdseg.layout import FINAL_EVAL_FILE, trial_run_dir
+    from kdseg.sweep.final_eval import run_final_eval
     from kdseg.sweep.ranking import build_leaderboard
 
     root = write_camvid(tmp_path / "cv", {"train": 3, "val": 2, "test": 3})

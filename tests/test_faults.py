@@ -212,7 +212,8 @@ def test_failing_sweep_writes_no_api_key(fault_sweep):
 
 
 def test_fault_rules_fire_as_often_as_asked(tmp_path):
-    from kdseg.sweep.faults import FaultInjector, FaultRule, InjectedFault
+    from kdseg.sweep.faults import FaultInjector, InjectedFault
+    from kdseg.sweep.space import FaultRule
 
     rules = [
         FaultRule(action="raise", epoch=2, step=3, times=2, when={"train.seed": 7}),

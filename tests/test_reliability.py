@@ -15,7 +15,8 @@ from kdseg.errors import DiskFullError, KdsegError
 
 
 def test_claim_is_exclusive_and_dies_with_its_driver(tmp_path):
-    from kdseg.sweep.driver import LOCK_FILE, claim_sweep
+    from kdseg.layout import LOCK_FILE
+    from kdseg.sweep.driver import claim_sweep
 
     sweep = tmp_path / "runs" / "s1"
     first = claim_sweep(sweep, new=True)

@@ -210,7 +210,8 @@ def test_epoch_images_hook_restores_modes_and_writes_pngs(tmp_path, synth_dir):
 def test_train_run_logs_offline_and_never_writes_the_key(tmp_path, synth_dir, monkeypatch):
     """A tiny ``train_kd`` run as ``kdseg train`` runs it: one offline W&B run with every logged key."""
     from kdseg.data import load_data
-    from kdseg.train import read_metrics, train_kd
+    from kdseg.layout import read_metrics
+    from kdseg.train import train_kd
 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # configured, but WANDB_MODE=offline (conftest) wins
     monkeypatch.setenv("WANDB_MODE", "offline")

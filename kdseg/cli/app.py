@@ -20,6 +20,7 @@ from kdseg.deploy.evaluate import add_eval_parser  # light: no torch at import
 from kdseg.deploy.model_export import add_export_format_args
 from kdseg.errors import KdsegError
 from kdseg.fileio import require_writable
+from kdseg.layout import FULL_CHECKPOINT, LEADERBOARD, STUDENT_CHECKPOINT
 from kdseg.report.html import add_report_parser
 
 
@@ -53,14 +54,14 @@ def cmd_train(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.overrides)
     out = Path(args.out) if args.out else Path("runs") / "train" / (cfg.name or Path(args.config).stem)
     resume = None
-    if (out / "checkpoint.pt").exists():
+    if (out / FULL_CHECKPOINT).exists():
         if not args.resume:
             raise KdsegError(
                 f"{out}: holds a training run already; pass --resume to continue it or choose another --out"
             )
-        resume = out / "checkpoint.pt"
+        resume = out / FULL_CHECKPOINT
     elif args.resume:
-        raise KdsegError(f"{out}: no checkpoint.pt to resume from")
+        raise KdsegError(f"{out}: no {FULL_CHECKPOINT} to resume from")
     require_writable(out, "run")
 
     from kdseg.data import load_data
@@ -135,7 +136,7 @@ def _run_training(cfg, data, out: Path, resume, console) -> int:
         return 0
     print(
         f"done: student {student} {last['student_params'] / 1e6:.2f}M params, val mIoU "
-        f"{last['val_miou']:.4f}{teacher}, {last['epoch']} epochs in {took:.0f}s -> {out / 'student.pt'}"
+        f"{last['val_miou']:.4f}{teacher}, {last['epoch']} epochs in {took:.0f}s -> {out / STUDENT_CHECKPOINT}"
     )
     return 0
 
@@ -241,7 +242,7 @@ def _print_sweep_result(result, console=None) -> int:
     # of a narrow terminal; commands are printed unbroken (soft wrap) so that they copy whole.
     sweep_dir = Path(result.sweep_dir).resolve()
     short = _shown(sweep_dir)
-    lines = [f"leaderboard: {short / 'leaderboard.csv'}"]
+    lines = [f"leaderboard: {short / LEADERBOARD}"]
     lines += [line.replace(str(sweep_dir), str(short)) for line in finish_sweep(None, result)]
     for line in lines:
         console.print(line, highlight=False, markup=False, soft_wrap=True)

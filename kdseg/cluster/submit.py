@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.errors import ConfigError, KdsegError
+from kdseg.layout import DEFAULT_DB
 
 # Where a job's sweep writes when --out is not given: the cluster's $KDSEG_RUNS, else ~/kdseg-runs.
 CLUSTER_OUT = "${KDSEG_RUNS:-$HOME/kdseg-runs}"
@@ -60,7 +61,7 @@ DEFAULT_EXCLUDES: tuple[str, ...] = (
     "*.pth",
     "*.ckpt",
     "*.safetensors",
-    "optuna.db",
+    DEFAULT_DB,
     "*.db-journal",
     # version control, environments, caches, build outputs
     ".git/",

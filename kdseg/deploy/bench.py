@@ -33,6 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdseg.errors import KdsegError
+from kdseg.layout import PROFILE_CACHE_FILE
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -40,7 +41,6 @@ if TYPE_CHECKING:  # pragma: no cover
     from kdseg.config import KDConfig, ModelConfig
 
 __all__ = [
-    "CACHE_FILE",
     "FLOPS_NOTE",
     "BenchError",
     "add_bench_parser",
@@ -54,7 +54,6 @@ __all__ = [
     "student_cost",
 ]
 
-CACHE_FILE = "profile_cache.json"
 CACHE_VERSION = 1  # bump when the way costs are measured changes: old entries are then ignored
 FLOPS_NOTE = (
     "GFLOPs: one forward pass of one image, counted by torch.utils.flop_counter.FlopCounterMode "
@@ -558,7 +557,7 @@ def student_cost(
     (arch, encoder, width, num_classes, size, torch version, device, threads); concurrent trials may
     share the file. A corrupt cache file is ignored and rewritten; an unwritable one only warns.
     """
-    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / CACHE_FILE
+    path = Path(cache_dir if cache_dir is not None else default_cache_dir()) / PROFILE_CACHE_FILE
     key = cost_key(model_cfg, num_classes, size, device, threads)
     entry = _read_cache(path).get(key)
     if not _valid_entry(entry):

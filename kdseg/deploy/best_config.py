@@ -16,15 +16,7 @@ from typing import Any
 from kdseg.config import OWN_ARCHS, KDConfig, config_to_dict, load_config
 from kdseg.errors import KdsegError
 from kdseg.fileio import atomic_write
-
-LEADERBOARD = "leaderboard.csv"
-BEST_CONFIG = "best_config.yaml"
-TUNE_DIR = "tune"
-
-
-def trial_run_dir(sweep_dir: Path, trial_id: str) -> Path:
-    """The folder where a trial's train_kd wrote config.yaml, metrics.jsonl and student.pt."""
-    return Path(sweep_dir) / TUNE_DIR / trial_id / "run"
+from kdseg.layout import BEST_CONFIG, CONFIG_FILE, LEADERBOARD, SPEC_FILE, trial_run_dir
 
 
 def pick_trial(sweep_dir: Path, rank_by: str | None = None) -> dict[str, Any]:
@@ -36,9 +28,9 @@ def pick_trial(sweep_dir: Path, rank_by: str | None = None) -> dict[str, Any]:
     if not board_file.exists():
         raise KdsegError(f"{sweep_dir}: no {LEADERBOARD} (not a sweep folder, or the sweep has not finished)")
     rows = read_leaderboard_csv(board_file)
-    spec = load_resolved(sweep_dir / "sweep.yaml")
+    spec = load_resolved(sweep_dir / SPEC_FILE)
     if rank_by == "test_miou":
-        raise KdsegError("--rank-by test_miou: test numbers are never used for selection (kdseg.final_eval)")
+        raise KdsegError("--rank-by test_miou: test numbers are never used for selection (sweep.final_eval)")
     if rank_by:
         try:
             rows = build_leaderboard(rows, rank_by, spec.max_t, cost=spec.sweep.cost)
@@ -58,7 +50,7 @@ def export_config(
     if not sweep_dir.is_dir():
         raise KdsegError(f"{sweep_dir}: no such sweep folder")
     row = pick_trial(sweep_dir, rank_by)
-    src = trial_run_dir(sweep_dir, str(row["trial_id"])) / "config.yaml"
+    src = trial_run_dir(sweep_dir, str(row["trial_id"])) / CONFIG_FILE
     if not src.exists():
         raise KdsegError(f"{src}: the trial's config is missing (was the sweep folder moved or pruned?)")
     cfg = load_config(src)

@@ -25,12 +25,20 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.errors import CheckpointError, ConfigError, KdsegError
+from kdseg.layout import (
+    CONFIG_FILE,
+    FULL_CHECKPOINT,
+    LEADERBOARD,
+    METRICS_FILE,
+    STUDENT_CHECKPOINT,
+    TRIAL_RUN_DIR,
+    eval_file,
+    is_sweep_dir,
+    last_metrics,
+    trial_run_dir,
+)
 
 SPLITS = ("test", "val", "train")
-
-
-def eval_file(split: str) -> str:
-    return f"eval_{split}.json"
 
 
 @dataclass
@@ -50,31 +58,18 @@ class Target:
 # --------------------------------------------------------------------------------------- targets
 
 
-def _last_metrics(run_dir: Path | None) -> dict[str, Any]:
-    if run_dir is None or not (run_dir / "metrics.jsonl").is_file():
-        return {}
-    last: dict[str, Any] = {}
-    for line in (run_dir / "metrics.jsonl").read_text().splitlines():
-        try:
-            last = json.loads(line) if line.strip() else last
-        except ValueError:
-            continue  # a line cut by a crash
-    return last
-
-
 def run_target(
     run_dir: Path, overrides: Sequence[str] = (), config: Path | None = None, name: str | None = None
 ) -> Target:
     """A run folder (``config.yaml`` + ``student.pt``) as a target; ``config`` replaces its config.yaml."""
-    from kdseg.checkpoint import STUDENT_CHECKPOINT
     from kdseg.config import load_config
 
-    config_path = config or run_dir / "config.yaml"
+    config_path = config or run_dir / CONFIG_FILE
     cfg = load_config(config_path, overrides)
     student = run_dir / STUDENT_CHECKPOINT
     if not student.is_file():
         raise CheckpointError(f"{student}: checkpoint not found (the run has not finished an epoch?)")
-    return Target(name or run_dir.name, cfg, config_path, student, run_dir, run_dir, _last_metrics(run_dir))
+    return Target(name or run_dir.name, cfg, config_path, student, run_dir, run_dir, last_metrics(run_dir))
 
 
 def select_rows(rows: Sequence[dict[str, Any]], top_k: int | None = None, pareto: bool = False) -> list[dict]:
@@ -94,7 +89,6 @@ def sweep_targets(
     sweep_dir: Path, overrides: Sequence[str] = (), top_k: int | None = None, pareto: bool = False
 ) -> list[Target]:
     """The selected trials of a finished sweep folder (see :func:`select_rows`)."""
-    from kdseg.deploy.best_config import LEADERBOARD, trial_run_dir
     from kdseg.sweep.ranking import read_leaderboard_csv
 
     board = sweep_dir / LEADERBOARD
@@ -120,14 +114,13 @@ def resolve_targets(
     pareto: bool = False,
 ) -> list[Target]:
     """Targets from command-line paths (module docstring); a path that is none of them is an error."""
-    from kdseg.checkpoint import STUDENT_CHECKPOINT
 
     config = Path(config) if config is not None else None
     out: list[Target] = []
     for raw in paths:
         path = Path(raw)
         if path.is_file():
-            cfg_path = config or path.parent / "config.yaml"
+            cfg_path = config or path.parent / CONFIG_FILE
             if not cfg_path.is_file():
                 raise ConfigError(
                     f"{path}: a checkpoint file needs its training config: pass --config CONFIG.yaml"
@@ -135,7 +128,7 @@ def resolve_targets(
             from kdseg.config import load_config
 
             cfg = load_config(cfg_path, overrides)
-            run_dir = path.parent if (path.parent / "metrics.jsonl").is_file() else None
+            run_dir = path.parent if (path.parent / METRICS_FILE).is_file() else None
             out.append(
                 Target(
                     path.parent.name or path.name,
@@ -144,17 +137,17 @@ def resolve_targets(
                     path,
                     path.parent,
                     run_dir,
-                    _last_metrics(run_dir),
+                    last_metrics(run_dir),
                 )
             )
-        elif (path / "leaderboard.csv").is_file() and (path / "sweep.yaml").is_file():
+        elif is_sweep_dir(path):
             if config is not None:
                 raise ConfigError(f"{path}: --config applies to a run folder or a checkpoint, not to a sweep")
             out.extend(sweep_targets(path, overrides, top_k, pareto))
-        elif (path / STUDENT_CHECKPOINT).is_file() or (path / "config.yaml").is_file():
+        elif (path / STUDENT_CHECKPOINT).is_file() or (path / CONFIG_FILE).is_file():
             out.append(run_target(path, overrides, config))
-        elif (path / "run" / "config.yaml").is_file():  # a sweep trial folder: tune/<trial_id>/
-            out.append(run_target(path / "run", overrides, config, name=path.name))
+        elif (path / TRIAL_RUN_DIR / CONFIG_FILE).is_file():  # a sweep trial folder: tune/<trial_id>/
+            out.append(run_target(path / TRIAL_RUN_DIR, overrides, config, name=path.name))
         elif not path.exists():
             raise KdsegError(f"{path}: not found")
         else:
@@ -184,7 +177,7 @@ def teacher_source(t: Target) -> tuple[Path | None, str]:
     A run's ``checkpoint.pt`` holds the teacher when it is from the student's last epoch (``kdseg
     train`` keeps it; a sweep trial does not); a teacher that never trains is ``teacher.checkpoint``.
     """
-    from kdseg.checkpoint import FULL_CHECKPOINT, load_checkpoint
+    from kdseg.checkpoint import load_checkpoint
 
     cfg = t.cfg
     if cfg.distill.mode == "none":
@@ -405,7 +398,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     targets = resolve_targets(
         args.targets, config=args.config, overrides=args.overrides, top_k=args.top_k, pareto=pareto
     )
-    sweeps = [Path(p) for p in args.targets if (Path(p) / "leaderboard.csv").is_file() and Path(p).is_dir()]
+    sweeps = [Path(p) for p in args.targets if (Path(p) / LEADERBOARD).is_file() and Path(p).is_dir()]
     extra = sweeps[0] if len(sweeps) == 1 and len(args.targets) == 1 else None
     for folder in {t.out_dir for t in targets} | ({extra} if extra else set()):
         require_writable(folder, "evaluation")
@@ -482,7 +475,6 @@ __all__ = [
     "Target",
     "add_eval_parser",
     "cmd_eval",
-    "eval_file",
     "evaluate_targets",
     "load_splits",
     "measure",

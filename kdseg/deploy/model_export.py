@@ -37,6 +37,13 @@ from typing import TYPE_CHECKING, Any
 
 from kdseg.deploy.bench import parse_size
 from kdseg.errors import KdsegError
+from kdseg.layout import (
+    BEST_STUDENT_SUFFIX,
+    CONFIG_FILE,
+    STUDENT_CHECKPOINT,
+    best_student_file,
+    trial_run_dir,
+)
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -46,7 +53,6 @@ __all__ = [
     "FORMATS",
     "ExportError",
     "add_export_format_args",
-    "default_output",
     "export_model",
     "export_student",
     "run_export_format",
@@ -56,7 +62,6 @@ FORMATS = ("onnx", "torchscript")
 ATOL = 1e-4
 CHECK_BATCH = 2
 METADATA_FILE = "kdseg.json"  # TorchScript extra file holding the metadata
-_SUFFIX = {"onnx": ".onnx", "torchscript": ".torchscript.pt"}
 _IMAGENET_MEAN = (0.485, 0.456, 0.406)
 _IMAGENET_STD = (0.229, 0.224, 0.225)
 
@@ -100,11 +105,6 @@ def _kdseg_version() -> str:
         return version("kdseg")
     except Exception:  # pragma: no cover - not installed (running from a source tree)
         return "unknown"
-
-
-def default_output(sweep_dir: str | os.PathLike, fmt: str) -> Path:
-    """``SWEEP_DIR/best_student.onnx`` or ``SWEEP_DIR/best_student.torchscript.pt``."""
-    return Path(sweep_dir) / f"best_student{_SUFFIX[fmt]}"
 
 
 # --------------------------------------------------------------------------------------- export
@@ -263,7 +263,7 @@ def export_model(
     out = Path(out)
     if out.is_dir():
         raise ExportError(
-            f"{out}: is a folder; give the file to write, e.g. {out / ('student' + _SUFFIX[fmt])}"
+            f"{out}: is a folder; give the file to write, e.g. {out / ('student' + BEST_STUDENT_SUFFIX[fmt])}"
         )
     h, w = (int(v) for v in size)
     model = model.eval().float().cpu()
@@ -396,13 +396,12 @@ def export_student(
 ) -> dict[str, Any]:
     """Export the best (or best-by-``rank_by``) trial's trained student and check it.
 
-    ``size`` defaults to the trial's ``data.image_size``; ``out`` to :func:`default_output`. Returns
+    ``size`` defaults to the trial's ``data.image_size``; ``out`` to :func:`kdseg.layout.best_student_file`. Returns
     :func:`export_model`'s figures plus ``trial_id``, ``student``, ``params``, ``val_miou``, ``config``
     and ``checkpoint``.
     """
-    from kdseg.checkpoint import STUDENT_CHECKPOINT
     from kdseg.config import OWN_ARCHS, load_config
-    from kdseg.deploy.best_config import pick_trial, trial_run_dir
+    from kdseg.deploy.best_config import pick_trial
     from kdseg.errors import CheckpointError
     from kdseg.models import build_model, count_params, load_checkpoint
 
@@ -411,12 +410,12 @@ def export_student(
     sweep_dir = Path(sweep_dir)
     if not sweep_dir.is_dir():
         raise KdsegError(f"{sweep_dir}: no such sweep folder")
-    out = Path(out) if out else default_output(sweep_dir, fmt)
+    out = Path(out) if out else best_student_file(sweep_dir, fmt)
     if out.suffix.lower() in (".yaml", ".yml"):
         raise ExportError(f"-o {out}: with --format {fmt} the output is a model file, not a YAML config")
     row = pick_trial(sweep_dir, rank_by)
     run_dir = trial_run_dir(sweep_dir, str(row["trial_id"]))
-    cfg_file, ckpt = run_dir / "config.yaml", run_dir / STUDENT_CHECKPOINT
+    cfg_file, ckpt = run_dir / CONFIG_FILE, run_dir / STUDENT_CHECKPOINT
     if not cfg_file.exists():
         raise KdsegError(f"{cfg_file}: the trial's config is missing (was the sweep folder moved or pruned?)")
     if not ckpt.exists():
@@ -482,7 +481,7 @@ def run_export_format(args: argparse.Namespace) -> int:
     from kdseg.fileio import require_writable
 
     fmt = args.format
-    out = Path(args.output) if getattr(args, "output", None) else default_output(args.sweep_dir, fmt)
+    out = Path(args.output) if getattr(args, "output", None) else best_student_file(args.sweep_dir, fmt)
     if getattr(args, "opset", None) is not None and fmt != "onnx":
         raise ExportError("--opset: only with --format onnx")
     require_writable(out.parent, "exported model")

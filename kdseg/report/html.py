@@ -42,9 +42,17 @@ from typing import Any
 
 from kdseg.errors import KdsegError
 from kdseg.fileio import atomic_write
+from kdseg.layout import (
+    CONFIG_FILE,
+    LEADERBOARD,
+    PARAMS_FILE,
+    REPORT_FILE,
+    SPEC_FILE,
+    read_metrics,
+    trial_run_dir,
+)
 from kdseg.sweep.ranking import as_number
 
-REPORT_FILE = "report.html"
 STATUS_COLORS = {
     "completed": "tab:blue",
     "stopped": "0.55",
@@ -124,25 +132,9 @@ class SweepData:
         return next((t for t in self.trials if t.trial_id == str(trial_id)), None)
 
 
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    import json
-
-    if not path.exists():
-        return []
-    out = []
-    for line in path.read_text().splitlines():
-        if line.strip():
-            try:
-                out.append(json.loads(line))
-            except ValueError:
-                continue  # a line cut by a crash
-    return out
-
-
 def load_sweep(sweep_dir: str | Path) -> SweepData:
     """Read a finished sweep folder; a KdsegError says what is missing."""
     from kdseg.config import read_yaml
-    from kdseg.deploy.best_config import LEADERBOARD, trial_run_dir
     from kdseg.errors import ConfigError
     from kdseg.sweep.ranking import read_leaderboard_csv
     from kdseg.sweep.space import load_resolved
@@ -151,33 +143,33 @@ def load_sweep(sweep_dir: str | Path) -> SweepData:
     sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
         raise KdsegError(f"{sweep_dir}: no such sweep folder")
-    if not (sweep_dir / "sweep.yaml").exists():
-        raise KdsegError(f"{sweep_dir}: not a kdseg sweep folder (no sweep.yaml)")
+    if not (sweep_dir / SPEC_FILE).exists():
+        raise KdsegError(f"{sweep_dir}: not a kdseg sweep folder (no {SPEC_FILE})")
     board = sweep_dir / LEADERBOARD
     if not board.exists():
         raise KdsegError(
             f"{sweep_dir}: no {LEADERBOARD} yet (the sweep has not finished); `kdseg resume {sweep_dir}` finishes it"
         )
-    spec = load_resolved(sweep_dir / "sweep.yaml")
+    spec = load_resolved(sweep_dir / SPEC_FILE)
     rows = read_leaderboard_csv(board)
     trials = []
     for row in rows:
         run_dir = trial_run_dir(sweep_dir, str(row.get("trial_id")))
         cfg: dict[str, Any] = {}
-        if (run_dir / "config.yaml").exists():
+        if (run_dir / CONFIG_FILE).exists():
             try:
-                cfg = read_yaml(run_dir / "config.yaml")
+                cfg = read_yaml(run_dir / CONFIG_FILE)
             except ConfigError:
                 cfg = {}
         params: dict[str, Any] = {}
         try:
             import json
 
-            loaded = json.loads((run_dir.parent / "params.json").read_text())
+            loaded = json.loads((run_dir.parent / PARAMS_FILE).read_text())
             params = loaded if isinstance(loaded, dict) else {}
         except (OSError, ValueError):
             pass
-        trials.append(Trial(row, run_dir, _read_jsonl(run_dir / "metrics.jsonl"), cfg, params))
+        trials.append(Trial(row, run_dir, read_metrics(run_dir), cfg, params))
     classes = next((c for t in trials if (c := read_classes(t.run_dir))), None)
     n_classes = spec.base_config.data.num_classes
     if classes:
@@ -1245,7 +1237,6 @@ def add_report_parser(sub) -> argparse.ArgumentParser:
 
 
 __all__ = [
-    "REPORT_FILE",
     "SweepData",
     "Trial",
     "add_report_parser",

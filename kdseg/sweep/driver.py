@@ -27,12 +27,9 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.config import dump_yaml
-from kdseg.deploy.best_config import LEADERBOARD, TUNE_DIR, trial_run_dir
 from kdseg.errors import ConfigError, DiskFullError, KdsegError
 from kdseg.fileio import require_writable
-
-SPEC_FILE = "sweep.yaml"
-LOCK_FILE = ".driver.lock"  # flock-ed by the one driver of the sweep, for its whole life
+from kdseg.layout import LEADERBOARD, LOCK_FILE, SPEC_FILE, TUNE_DIR, read_metrics, trial_run_dir
 
 
 @dataclass
@@ -591,7 +588,6 @@ def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     from kdseg.sweep.ranking import best_row, build_leaderboard, write_leaderboard_csv
     from kdseg.sweep.selection import settle_controls
     from kdseg.sweep.study import close_running, open_storage, record_controls
-    from kdseg.train import read_metrics
 
     rows = collect_rows(plan, results)
     _set_aside_orphans(plan.sweep_dir, {r["trial_id"] for r in rows})

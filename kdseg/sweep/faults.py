@@ -22,27 +22,15 @@ from __future__ import annotations
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
-
-from pydantic import BaseModel, ConfigDict, Field
+from typing import Any
 
 from kdseg.config import get_dotted
-
-FAULTS_DIR = ".faults"
+from kdseg.layout import FAULTS_DIR, FULL_CHECKPOINT, TUNE_DIR
+from kdseg.sweep.space import FaultRule
 
 
 class InjectedFault(RuntimeError):
     """The failure a fault rule asked for."""
-
-
-class FaultRule(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-
-    action: Literal["raise", "corrupt_checkpoint"] = "raise"
-    epoch: int = Field(1, ge=1, description="1-based epoch at which the fault happens")
-    step: int = Field(1, ge=1, description="1-based training step within that epoch")
-    times: int | None = Field(None, ge=1, description="fires at most this often per trial; null: always")
-    when: dict[str, Any] = Field(default_factory=dict, description="dotted config keys the trial must match")
 
 
 class FaultInjector:
@@ -85,8 +73,6 @@ class FaultInjector:
                 )
 
     def _corrupt_checkpoints(self) -> None:
-        from kdseg.checkpoint import FULL_CHECKPOINT
-        from kdseg.deploy.best_config import TUNE_DIR
 
         for path in (self.sweep_dir / TUNE_DIR / self.trial_id).glob(f"checkpoint_*/{FULL_CHECKPOINT}"):
             data = path.read_bytes()

@@ -19,8 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.errors import ConfigError, KdsegError
-
-FINAL_EVAL_FILE = "final_eval.json"
+from kdseg.layout import FINAL_EVAL_FILE, trial_run_dir
 
 
 def check_final_eval(spec, source) -> None:
@@ -56,7 +55,6 @@ def run_final_eval(plan, board: list[dict[str, Any]], console=None) -> list[dict
         return board
     from rich.console import Console
 
-    from kdseg.deploy.best_config import trial_run_dir
     from kdseg.deploy.evaluate import evaluate_targets, run_target, select_rows, write_results
 
     console = console or Console(stderr=True)

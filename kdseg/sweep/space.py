@@ -120,7 +120,7 @@ from kdseg.config import (
     validate_overridden,
 )
 from kdseg.errors import ConfigError
-from kdseg.sweep.faults import FaultRule
+from kdseg.layout import SPEC_FILE
 from kdseg.sweep.selection import CONTROL_KEY, DEFAULT_QUALITY_FLOOR, check_objective
 
 __all__ = [
@@ -154,7 +154,20 @@ DOMAIN_KINDS: tuple[str, ...] = typing.get_args(DomainKind)
 NUMERIC_KINDS = ("uniform", "loguniform", "quniform", "randint")
 CATEGORICAL_KINDS = ("choice", "grid")
 
+
 # Top-level keys of a space file; overrides starting with these change the space file.
+class FaultRule(BaseModel):
+    """One rule of the ``faults:`` list (a testing aid; :mod:`kdseg.sweep.faults` fires them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["raise", "corrupt_checkpoint"] = "raise"
+    epoch: int = Field(1, ge=1, description="1-based epoch at which the fault happens")
+    step: int = Field(1, ge=1, description="1-based training step within that epoch")
+    times: int | None = Field(None, ge=1, description="fires at most this often per trial; null: always")
+    when: dict[str, Any] = Field(default_factory=dict, description="dotted config keys the trial must match")
+
+
 SPACE_KEYS = ("base", "base_config", "space", "sweep", "storage", "name", "faults")
 # Sections of the training config; overrides starting with these change the base config.
 CONFIG_SECTIONS = tuple(k for k in KDConfig.model_fields if k != "name")
@@ -408,7 +421,7 @@ def load_resolved(path: str | os.PathLike) -> SweepSpec:
     """
     path = Path(path)
     if path.is_dir():
-        path = path / "sweep.yaml"
+        path = path / SPEC_FILE
     doc = read_yaml(path)
     if "base_config" not in doc:
         raise ConfigError(f"{path}: base_config: missing; not a resolved sweep.yaml (written by kdseg-sweep)")

@@ -29,12 +29,11 @@ from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import unflatten_dict
 
 from kdseg.errors import ConfigError
+from kdseg.layout import DEFAULT_DB
 from kdseg.sweep.dburl import redact, scrub, strip_password, with_password
 from kdseg.sweep.selection import CONTROL_KEY
 
 log = logging.getLogger(__name__)
-
-DEFAULT_DB = "optuna.db"
 
 
 def storage_url(storage: str | None, sweep_dir: Path) -> str:

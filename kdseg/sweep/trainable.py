@@ -22,9 +22,8 @@ from typing import Any
 
 from ray import tune
 
-from kdseg.checkpoint import FULL_CHECKPOINT, STUDENT_CHECKPOINT
-from kdseg.deploy.best_config import trial_run_dir
 from kdseg.errors import CheckpointError
+from kdseg.layout import FULL_CHECKPOINT, STUDENT_CHECKPOINT, copy_metrics, drop_metrics, trial_run_dir
 from kdseg.train import Diverged, train_kd
 
 log = logging.getLogger(__name__)
@@ -146,15 +145,12 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
         if (restored / FULL_CHECKPOINT).exists():
             resume = restored / FULL_CHECKPOINT
             # metrics.jsonl of the restored attempt continues from the checkpoint's epochs
-            if (restored / "metrics.jsonl").exists():
-                run_dir.mkdir(parents=True, exist_ok=True)
-                (run_dir / "metrics.jsonl").write_text((restored / "metrics.jsonl").read_text())
-                done["epoch"] = len((restored / "metrics.jsonl").read_text().splitlines())
+            done["epoch"] = copy_metrics(restored, run_dir)
         else:  # pruned when the trial finished before a driver crash: run it again from scratch
             log.warning(
                 "trial %s: its checkpoint holds no %s; restarting from scratch", trial_id, FULL_CHECKPOINT
             )
-            (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+            drop_metrics(run_dir)
 
     last: dict[str, Any] = {}
     wb = trial_wandb_run(cfg, params, Path(sweep_dir), trial_id, data, run_dir)
@@ -216,7 +212,7 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
                 msg = str(e).replace(str(restored), str(checkpoint.path))
                 log.warning("trial %s: %s; restarting from scratch", trial_id, msg)
                 recovered["recovered"] = f"restarted from scratch: {msg}"[:500]
-                (run_dir / "metrics.jsonl").unlink(missing_ok=True)
+                drop_metrics(run_dir)
                 done["epoch"] = 0
                 run(None)
         except Diverged as e:

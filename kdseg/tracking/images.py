@@ -41,11 +41,10 @@ import numpy as np
 
 from kdseg.config import SITES
 from kdseg.fileio import atomic_write
+from kdseg.layout import CLASSES_FILE, IMAGES_DIR
 
 log = logging.getLogger(__name__)
 
-IMAGES_DIR = "images"
-CLASSES_FILE = "classes.json"
 PREDICTIONS = "predictions"
 LAYERS = "layers"
 
