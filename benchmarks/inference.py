@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 
+from kdseg.cli.bench import parse_size
 from kdseg.config import load_config
-from kdseg.deploy.bench import FLOPS_NOTE, bench_config, parse_size
+from kdseg.deploy.bench import FLOPS_NOTE, bench_config
 
 VARIANTS = {
     "fp32": {"channels_last": False, "bf16": False},

@@ -54,11 +54,11 @@ def _submit_wired() -> bool:
 
 
 # Until kdseg.cli registers the cluster commands, run them through the same parser plus
-# kdseg.cluster.submit.add_cluster_parsers; once it does, the tests run the real `python -m kdseg.cli`.
+# kdseg.cli.cluster.add_cluster_parsers; once it does, the tests run the real `python -m kdseg.cli`.
 _RUNNER = """
 import argparse, sys
 from kdseg.cli import app as cli
-from kdseg.cluster.submit import add_cluster_parsers
+from kdseg.cli.cluster import add_cluster_parsers
 p = cli.build_parser()
 sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
 if "submit" not in sub.choices:
@@ -83,7 +83,7 @@ def kdseg(*args, env=None, timeout=300):
 def kdseg_here(*args) -> int:
     """The same command line, run in this process; returns its exit status."""
     from kdseg.cli import app as cli
-    from kdseg.cluster.submit import add_cluster_parsers
+    from kdseg.cli.cluster import add_cluster_parsers
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -451,7 +451,7 @@ def _commands_exist(command: str, where: str) -> None:
     from ray.scripts.scripts import cli as ray_cli
 
     from kdseg.cli import app as cli
-    from kdseg.cluster.submit import add_cluster_parsers
+    from kdseg.cli.cluster import add_cluster_parsers
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 import torch
 
+from kdseg.cli.export import add_export_format_args, run_export_format
 from kdseg.config import ModelConfig, dump_yaml, save_config, validate_config
 from kdseg.deploy import model_export as deploy
 from kdseg.deploy.model_export import ExportError, export_model, export_student
@@ -217,9 +218,9 @@ def test_export_command_torchscript_rank_by(sweep_dir, tmp_path, capsys):
     p.add_argument("sweep_dir")
     p.add_argument("-o", "--output")
     p.add_argument("--rank-by")
-    deploy.add_export_format_args(p)
+    add_export_format_args(p)
     args = p.parse_args([str(sweep_dir), "--format", "torchscript", "--rank-by", "val_miou"])
-    assert deploy.run_export_format(args) == 0
+    assert run_export_format(args) == 0
     out = sweep_dir / "best_student.torchscript.pt"  # the default output
     text = capsys.readouterr().out
     assert f"wrote {out}" in text and "trial a" in text and "check: torch.jit.load" in text and "OK" in text

@@ -17,8 +17,9 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kdseg.cli.report import add_report_parser
 from kdseg.errors import KdsegError
-from kdseg.report.html import add_report_parser, load_sweep, render_html, wandb_report_spec
+from kdseg.report.html import load_sweep, render_html, wandb_report_spec
 from kdseg.tracking.run import finish_sweep, offline_runs, read_offline_run, search_column
 from tests.conftest import REPO
 from tests.test_sweep import write_space
