@@ -321,7 +321,7 @@ def test_sweep_with_final_eval(tmp_path):
 
 
 def test_report_val_vs_test_section():
-    from kdseg.report.html import val_vs_test_html
+    from kdseg.report.sections import val_vs_test_html
 
     rows = [
         {

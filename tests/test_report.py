@@ -19,7 +19,9 @@ import yaml
 
 from kdseg.cli.report import add_report_parser
 from kdseg.errors import KdsegError
-from kdseg.report.html import load_sweep, render_html, wandb_report_spec
+from kdseg.report.html import render_html
+from kdseg.report.load import load_sweep
+from kdseg.report.wandb_report import wandb_report_spec
 from kdseg.tracking.run import finish_sweep, offline_runs, read_offline_run, search_column
 from tests.conftest import REPO
 from tests.test_sweep import write_space
@@ -372,7 +374,7 @@ def drawn_figures(monkeypatch) -> list:
 
 
 def test_pareto_legend_leaves_every_marker_visible(tmp_path, synth_dir, monkeypatch):
-    from kdseg.report.html import pareto_png
+    from kdseg.report.plots import pareto_png
 
     figures = drawn_figures(monkeypatch)
     pareto_png(load_sweep(hand_sweep(tmp_path, synth_dir, extra=12)))
@@ -389,7 +391,7 @@ def test_pareto_legend_leaves_every_marker_visible(tmp_path, synth_dir, monkeypa
 
 @pytest.mark.parametrize("hard", [True, False])
 def test_loss_curves_are_comparable_or_say_they_are_not(tmp_path, synth_dir, monkeypatch, hard):
-    from kdseg.report.html import curves_png
+    from kdseg.report.plots import curves_png
 
     sd = load_sweep(hand_sweep(tmp_path, synth_dir, extra=4, hard_loss=hard))
     figures = drawn_figures(monkeypatch)

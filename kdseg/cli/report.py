@@ -10,7 +10,9 @@ from kdseg.fileio import atomic_write
 from kdseg.layout import (
     REPORT_FILE,
 )
-from kdseg.report.html import load_sweep, publish_wandb_report, render_html, wants_wandb_report
+from kdseg.report.html import render_html
+from kdseg.report.load import load_sweep
+from kdseg.report.wandb_report import publish_wandb_report, wants_wandb_report
 
 # ------------------------------------------------------------------------------------------- CLI
 

@@ -66,7 +66,7 @@ def kd_gain_rows(sd) -> list[dict[str, Any]]:
 
 def kd_curves_png(sd) -> bytes | None:
     """One panel per student with a control: KD trials' val mIoU curves against the control's."""
-    from kdseg.report.html import _figure, _png
+    from kdseg.report.plots import _figure, _png
 
     groups = [g for g in _students(sd) if g[2]]
     if not groups:
@@ -158,7 +158,7 @@ def _verdict(rows: Sequence[dict[str, Any]], max_t: int) -> str:
 
 def kd_section_html(sd) -> str | None:
     """The section's HTML (a verdict per student, the table and the curves), or None without controls."""
-    from kdseg.report.html import _figure_html
+    from kdseg.report.sections import _figure_html
 
     rows = kd_gain_rows(sd)
     if not rows:
