@@ -22,7 +22,8 @@ from kdseg.errors import KdsegError
 from kdseg.report.html import render_html
 from kdseg.report.load import load_sweep
 from kdseg.report.wandb_report import wandb_report_spec
-from kdseg.tracking.run import finish_sweep, offline_runs, read_offline_run, search_column
+from kdseg.tracking.run import finish_sweep, search_column
+from kdseg.tracking.wandb_records import offline_runs, read_offline_run
 from tests.conftest import REPO
 from tests.test_sweep import write_space
 

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from kdseg.tracking import run as tracking
+from kdseg.tracking import mode as tracking
 from kdseg.tracking.images import (
     EpochImages,
     colorize,
@@ -19,16 +19,9 @@ from kdseg.tracking.images import (
     layers_figure,
     prediction_figure,
 )
-from kdseg.tracking.run import (
-    WandbRun,
-    api_key_configured,
-    offline_runs,
-    read_offline_run,
-    resolve_mode,
-    run_id_for,
-    search_column,
-    sync_command,
-)
+from kdseg.tracking.mode import api_key_configured, resolve_mode
+from kdseg.tracking.run import WandbRun, run_id_for, search_column
+from kdseg.tracking.wandb_records import offline_runs, read_offline_run, sync_command
 from tests.conftest import tiny_config
 
 FAKE_KEY = "kdsegfake" + "0123456789abcdef" * 2  # never a real key; must not appear in any file

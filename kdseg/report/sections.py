@@ -214,7 +214,7 @@ def _per_class_table(series: Sequence[tuple[str, list, str]], class_names: Seque
 
 
 def _hardware_html(sd: SweepData) -> str:
-    from kdseg.tracking.run import offline_runs, online_runs, read_offline_run
+    from kdseg.tracking.wandb_records import offline_runs, online_runs, read_offline_run
 
     head = (
         "<th class='l'>trial</th><th class='l'>teacher &gt; student</th><th>images/s</th><th>epoch time (s)</th>"
@@ -254,7 +254,7 @@ def _hardware_html(sd: SweepData) -> str:
 
 
 def _wandb_html(sd: SweepData, wandb_url: str | None) -> str:
-    from kdseg.tracking.run import offline_runs, online_runs, sync_command
+    from kdseg.tracking.wandb_records import offline_runs, online_runs, sync_command
 
     off, on = offline_runs(sd.sweep_dir), online_runs(sd.sweep_dir)
     w = sd.spec.base_config.tracking.wandb

@@ -161,7 +161,8 @@ def publish_wandb_report(sd: SweepData, timeout: float = 60.0) -> str:
 
 def wants_wandb_report(sd: SweepData, choice: str = "auto") -> tuple[bool, str]:
     """Whether to publish a W&B Report, and why (or why not)."""
-    from kdseg.tracking.run import online_runs, resolve_mode, server_reachable
+    from kdseg.tracking.mode import resolve_mode, server_reachable
+    from kdseg.tracking.wandb_records import online_runs
 
     if choice == "never":
         return False, "--wandb never"
