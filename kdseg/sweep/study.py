@@ -31,6 +31,14 @@ from ray.tune.utils.util import unflatten_dict
 from kdseg.errors import ConfigError
 from kdseg.layout import DEFAULT_DB
 from kdseg.sweep.dburl import redact, scrub, strip_password, with_password
+from kdseg.sweep.ray_private import (
+    completed_trials,
+    intermediate_values,
+    ot_study,
+    ot_trials,
+    search_space,
+    trial_number_id,
+)
 from kdseg.sweep.selection import CONTROL_KEY
 
 log = logging.getLogger(__name__)
@@ -300,37 +308,37 @@ class HonestOptunaSearch(OptunaSearch):
         # Optuna trial RUNNING that Tune never recorded. A resumed sweep adopts such orphans (their
         # parameters were sampled already) before asking for new ones, so the study and the Ray
         # experiment keep one trial each.
-        if trial_id not in self._ot_trials and not callable(self._space):
+        if trial_id not in ot_trials(self) and not callable(search_space(self)):
             orphan = self._next_orphan()
             if orphan is not None:
-                self._ot_trials[trial_id] = optuna.trial.Trial(self._ot_study, orphan._trial_id)
+                ot_trials(self)[trial_id] = optuna.trial.Trial(ot_study(self), trial_number_id(orphan))
                 return unflatten_dict(dict(orphan.params))
         return super().suggest(trial_id)
 
     def _next_orphan(self):
-        known = {t._trial_id for t in self._ot_trials.values()}
-        for t in self._ot_study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
-            if t._trial_id not in known:
+        known = {trial_number_id(t) for t in ot_trials(self).values()}
+        for t in ot_study(self).get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+            if trial_number_id(t) not in known:
                 return t
         return None
 
     def on_trial_result(self, trial_id: str, result: dict) -> None:
         if result.get("diverged"):  # its placeholder score is not a measurement
             return
-        if isinstance(self.metric, list) or trial_id in self._completed_trials:
+        if isinstance(self.metric, list) or trial_id in completed_trials(self):
             return super().on_trial_result(trial_id, result)
         value, step = result.get(self.metric), _step(result)
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = ot_trials(self).get(trial_id)
         if value is None or step is None or ot_trial is None:
             return
         # a step reported already (a trial restarted from scratch) keeps its first value
-        if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+        if step not in intermediate_values(ot_study(self), ot_trial):
             ot_trial.report(value, step)
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        if trial_id in self._completed_trials:
+        if trial_id in completed_trials(self):
             return
-        ot_trial = self._ot_trials.get(trial_id)
+        ot_trial = ot_trials(self).get(trial_id)
         if ot_trial is None:
             return
         status = trial_status(result, error, self._max_t)
@@ -343,16 +351,16 @@ class HonestOptunaSearch(OptunaSearch):
                 ot_trial.set_user_attr("error", str(result["error"])[:500])
             self._report_last(ot_trial, result, status)
             state, values = self._outcome(result, status)
-            self._ot_study.tell(ot_trial, values, state=state)
+            ot_study(self).tell(ot_trial, values, state=state)
         except Exception as e:  # never let bookkeeping crash a sweep
             log.warning("optuna: could not record trial %s: %s", trial_id, e)
-        self._completed_trials.add(trial_id)
+        completed_trials(self).add(trial_id)
 
     def _name_metrics(self) -> None:
         """Name the study's objective(s) once, so the optuna CLI and dashboard say what they show."""
         if getattr(self, "_kdseg_named", False):
             return
-        _name_metrics(self._ot_study, list(self.metric) if isinstance(self.metric, list) else [self.metric])
+        _name_metrics(ot_study(self), list(self.metric) if isinstance(self.metric, list) else [self.metric])
         self._kdseg_named = True
 
     def _outcome(self, result: dict | None, status: str):
@@ -373,7 +381,7 @@ class HonestOptunaSearch(OptunaSearch):
         value, step = result.get(self.metric), _step(result)
         if value is None or step is None:
             return
-        if step not in self._ot_study._storage.get_trial(ot_trial._trial_id).intermediate_values:
+        if step not in intermediate_values(ot_study(self), ot_trial):
             ot_trial.report(value, step)
 
 
@@ -435,9 +443,9 @@ def close_running(storage, study_name: str, reason: str = "sweep ended while the
     study = optuna.load_study(study_name=study_name, storage=storage)
     n = 0
     for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING, TrialState.WAITING)):
-        storage.set_trial_user_attr(t._trial_id, "kdseg_status", "error")
-        storage.set_trial_user_attr(t._trial_id, "error", reason)
-        storage.set_trial_state_values(t._trial_id, TrialState.FAIL)
+        storage.set_trial_user_attr(trial_number_id(t), "kdseg_status", "error")
+        storage.set_trial_user_attr(trial_number_id(t), "error", reason)
+        storage.set_trial_state_values(trial_number_id(t), TrialState.FAIL)
         n += 1
     return n
 

@@ -85,9 +85,9 @@ class _TrialExit:
         self.in_report = threading.Event()
         self.timeout = timeout
         try:
-            from ray.train._internal.session import get_session
+            from kdseg.sweep.ray_private import train_session
 
-            session = get_session()
+            session = train_session()
             # a reused actor keeps its session: wrap Ray's own finish, never a previous trial's wrapper
             original = getattr(session, "_kdseg_ray_finish", None) or session.finish
         except Exception:
