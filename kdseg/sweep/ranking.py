@@ -36,7 +36,6 @@ from kdseg.sweep.selection import OBJECTIVES, PARETO, SCALAR_OBJECTIVES, SCORE, 
 __all__ = [
     "FAILED_STATUSES",
     "LEADERBOARD_COLUMNS",
-    "OBJECTIVES",
     "STATUSES",
     "best_row",
     "why_no_winner",
