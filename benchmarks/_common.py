@@ -23,7 +23,7 @@ MB = 2**20
 
 
 def cpu_model() -> str:
-    from kdseg.bench import cpu_name  # light: kdseg.bench imports torch only inside its functions
+    from kdseg.deploy.bench import cpu_name  # light: kdseg.bench imports torch only inside its functions
 
     return cpu_name() or "unknown"
 

@@ -1,6 +1,6 @@
 """ASHA against running every trial to max_t: compute used and best val_miou, same space, same seed.
 
-Two real kdseg sweeps (``kdseg.sweep.plan_sweep`` + ``run_sweep``, one Ray session) over the SAME
+Two real kdseg sweeps (``kdseg.sweep.driver.plan_sweep`` + ``run_sweep``, one Ray session) over the SAME
 trial configs: the space is one grouped grid key whose points are ``train.lr`` x ``distill.alpha`` in
 an order shuffled with ``--order-seed`` (``num_samples`` = grid size), and kdseg runs every grid point
 first, in that order, so both arms see exactly the same configs in the same order (and, training being
@@ -100,7 +100,7 @@ def grid_points(args) -> list[dict[str, Any]]:
 
 
 def run_arm(name: str, space: Path, out_root: Path) -> dict[str, Any]:
-    from kdseg.sweep import plan_sweep, run_sweep
+    from kdseg.sweep.driver import plan_sweep, run_sweep
 
     print(f"\n== {name}: {space.name} ==", flush=True)
     plan = plan_sweep(space, out_root=out_root, name=name)

@@ -1,6 +1,6 @@
 """Inference cost of a config's teacher and student under each execution variant.
 
-Runs :func:`kdseg.bench.bench_config` for fp32, channels_last and bf16 (autocast) and prints one
+Runs :func:`kdseg.deploy.bench.bench_config` for fp32, channels_last and bf16 (autocast) and prints one
 table row per (variant, role) and one JSON line. Models have random weights (speed does not depend
 on them; nothing is downloaded). ``kdseg bench`` is the same measurement for one variant.
 
@@ -13,8 +13,9 @@ from __future__ import annotations
 import argparse
 import json
 
-from kdseg.bench import FLOPS_NOTE, bench_config, parse_size
+from kdseg.cli.bench import parse_size
 from kdseg.config import load_config
+from kdseg.deploy.bench import FLOPS_NOTE, bench_config
 
 VARIANTS = {
     "fp32": {"channels_last": False, "bf16": False},

@@ -3,7 +3,7 @@
 kdseg's sweep decodes the dataset once in the driver and hands it to every trial with
 ``tune.with_parameters`` (``ray.put`` once; each trial gets zero-copy, read-only numpy views of the
 object store). This benchmark reproduces exactly that with Ray actors standing in for trials (each
-imports what a trial imports: ``kdseg.trainable``, torch, Ray Tune): a synthetic dataset of ``--n``
+imports what a trial imports: ``kdseg.sweep.trainable``, torch, Ray Tune): a synthetic dataset of ``--n``
 images at ``--size`` (about 100 MB of uint8 arrays at the defaults) is held by 1, 2 and 4 actors
 through the object store ("shared"), against 2 and 4 actors that each decode a private copy with
 ``kdseg.data.load_data`` ("private", what a sweep without sharing would do). Every actor sums every
@@ -70,7 +70,7 @@ def measure(args, work: Path) -> dict[str, Any]:
 
         def __init__(self) -> None:
             import kdseg.data  # noqa: F401  (SegData's module; cv2, PIL)
-            import kdseg.trainable  # noqa: F401  (torch, ray.tune: a trial's baseline footprint)
+            import kdseg.sweep.trainable  # noqa: F401  (torch, ray.tune: a trial's baseline footprint)
 
             self.data = None
 
@@ -216,7 +216,7 @@ def measure(args, work: Path) -> dict[str, Any]:
         "d = held minus the same actor idle; store = Shmem growth at ray.put; total = sum dUSS + store)",
     )
     print(
-        f"  idle actor (imports kdseg.trainable): USS {rows[0]['idle_uss_mb']:.0f} MB, "
+        f"  idle actor (imports kdseg.sweep.trainable): USS {rows[0]['idle_uss_mb']:.0f} MB, "
         f"PSS {rows[0]['idle_pss_mb']:.0f} MB; the driver, which wrote the object, also maps it "
         f"(its plasma PSS share is in the JSON as driver_plasma_pss_mb)"
     )

@@ -1,6 +1,6 @@
 """How well a kdseg sweep packs its trials: sweep wall time against the ideal.
 
-A real sweep (``kdseg.sweep.plan_sweep`` + ``run_sweep``, in this process) of
+A real sweep (``kdseg.sweep.driver.plan_sweep`` + ``run_sweep``, in this process) of
 ``--trials`` online-KD trials (UNet-ResNet34 teacher, lightweight UNet x0.5 student, 64x64 synthetic
 scenes, batch 8, a few steps per epoch), ``--concurrency`` at a time, one CPU each, ASHA effectively
 off (grace_period = max_t, so every trial runs all ``--epochs``). The ideal sweep time is
@@ -8,8 +8,8 @@ off (grace_period = max_t, so every trial runs all ``--epochs``). The ideal swee
 trial's last result. Packing efficiency = ideal / actual, for the Tune span (first trial start to last
 trial end, from Tune's own trial records), for ``Tuner.fit`` and for ``run_sweep`` end to end
 (dataset decode + Ray start + Tune + leaderboard). The target is >= 0.85. kdseg's phases are timed by
-wrapping ``kdseg.data.load_data``, ``kdseg.sweep._init_ray``, ``kdseg.sweep._tuner`` (and the
-returned tuner's ``fit``) and ``kdseg.sweep.finalize`` in this process (nothing in kdseg is changed).
+wrapping ``kdseg.data.load_data``, ``kdseg.sweep.driver._init_ray``, ``kdseg.sweep.driver._tuner`` (and the
+returned tuner's ``fit``) and ``kdseg.sweep.driver.finalize`` in this process (nothing in kdseg is changed).
 Trial start/end times come from Tune's ``experiment_state-*.json`` (``run_metadata.start_time`` /
 ``last_result_time``) because kdseg turns Tune's per-trial ``result.json`` off; each trial actor's
 creation time (worker imports + ``Trainable.__init__``) is read from Ray's worker logs. The time a
@@ -74,7 +74,7 @@ class PhaseTimer:
 
     def install(self) -> None:
         import kdseg.data
-        import kdseg.sweep as ks
+        import kdseg.sweep.driver as ks
 
         # run_sweep imports load_data from kdseg.data at call time, and calls the others as globals.
         self._patch(kdseg.data, "load_data", self._record("decode", kdseg.data.load_data))
@@ -181,7 +181,7 @@ def cold_import_seconds() -> float | None:
     """Wall time of importing what a trial's worker process imports, in a fresh interpreter."""
     code = (
         "import time; t = time.perf_counter(); "
-        "import ray.tune, kdseg.trainable, kdseg.train, kdseg.models, kdseg.data.loaders; "
+        "import ray.tune, kdseg.sweep.trainable, kdseg.train, kdseg.models, kdseg.data.loaders; "
         "print(time.perf_counter() - t)"
     )
     try:
@@ -247,7 +247,7 @@ def part_packing(args, work: Path) -> dict[str, Any]:
     import ray
 
     from kdseg.data import write_synth
-    from kdseg.sweep import plan_sweep, run_sweep
+    from kdseg.sweep.driver import plan_sweep, run_sweep
 
     print(
         f"\n== sweep packing: {args.trials} trials x {args.epochs} epochs, "

@@ -88,8 +88,8 @@ def _epochs(path: Path) -> list[dict[str, Any]]:
 
 
 def run_arm(arm: str, space: Path, out_root: Path) -> dict[str, Any]:
-    from kdseg.sweep import plan_sweep, run_sweep
-    from kdseg.teacher_stage import read_teachers
+    from kdseg.sweep.driver import plan_sweep, run_sweep
+    from kdseg.sweep.teacher_stage import read_teachers
 
     print(f"\n== {arm}: {space.name} ==", flush=True)
     plan = plan_sweep(space, out_root=out_root, name=arm)
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> int:
 
     import ray
 
-    from kdseg.sweep import _init_ray
+    from kdseg.sweep.driver import _init_ray
 
     info = machine_info()
     with work_dir(args.out, "kdseg-teacher-stage-") as work:

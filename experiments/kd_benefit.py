@@ -4,7 +4,7 @@ Arms, per seed, everything else identical (data, resolution, student epochs, opt
 
 - ``alone``: ``distill.mode=none`` (the student trains on labels only);
 - ``offline``: KD from a frozen teacher trained ONCE before the students, by the function a sweep's
-  teacher stage uses (:func:`kdseg.teacher_stage.train_teacher`: ``teacher.train_epochs`` epochs,
+  teacher stage uses (:func:`kdseg.sweep.teacher_stage.train_teacher`: ``teacher.train_epochs`` epochs,
   ``train.teacher_lr``; the config's ``train.seed``) into ``OUT/teacher/<hash>/``; needs
   ``teacher.checkpoint: train`` in the config (e.g. ``experiments/camvid_kd_benefit.yaml``);
 - ``online``: teacher and student trained together from scratch, the student's epochs;
@@ -72,7 +72,7 @@ def _progress(who: str, epochs: int):
 def train_teacher_once(cfg, data, out: Path) -> dict:
     """The offline arm's teacher: trained once (or found finished) under ``OUT/teacher/<hash>/``."""
     from kdseg.config import config_to_dict
-    from kdseg.teacher_stage import read_summary, teacher_config, train_teacher
+    from kdseg.sweep.teacher_stage import read_summary, teacher_config, train_teacher
 
     tcfg = teacher_config(cfg)
     folder = out / "teacher" / tcfg.name.removeprefix("teacher-")
@@ -90,7 +90,8 @@ def train_teacher_once(cfg, data, out: Path) -> dict:
 
 def run_arm(config: str, overrides: list[str], arm: str, seed: int, out: Path, data, teacher=None) -> dict:
     from kdseg.config import load_config
-    from kdseg.train import read_metrics, train_kd
+    from kdseg.layout import read_metrics
+    from kdseg.train import train_kd
 
     extra = [*ARMS[arm], f"train.seed={seed}", "tracking.wandb.mode=disabled"]
     if arm == "offline":

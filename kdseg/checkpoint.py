@@ -18,9 +18,6 @@ import torch
 from kdseg.errors import CheckpointError
 from kdseg.fileio import atomic_write
 
-FULL_CHECKPOINT = "checkpoint.pt"  # everything needed to resume a run
-STUDENT_CHECKPOINT = "student.pt"  # the student's state_dict alone: what gets deployed
-
 
 def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
     """``torch.save`` through :func:`kdseg.fileio.atomic_write` (temp file, fsync, rename)."""

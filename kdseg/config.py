@@ -159,7 +159,7 @@ class ModelConfig(Strict):
         return v
 
 
-# ``teacher.checkpoint: train``: the sweep trains the teacher once, before the trials (kdseg.teacher_stage)
+# ``teacher.checkpoint: train``: the sweep trains the teacher once, before the trials (kdseg.sweep.teacher_stage)
 TRAIN_TEACHER = "train"
 
 

@@ -30,7 +30,6 @@ are averaged across processes; only the main process writes files, runs the hook
 
 from __future__ import annotations
 
-import json
 import math
 import random
 import time
@@ -44,9 +43,16 @@ import numpy as np
 import torch
 from torch import nn
 
-from kdseg.checkpoint import FULL_CHECKPOINT, STUDENT_CHECKPOINT, load_checkpoint, save_atomic
+from kdseg.checkpoint import load_checkpoint, save_atomic
 from kdseg.config import KDConfig, config_to_dict, save_config
 from kdseg.errors import CheckpointError
+from kdseg.layout import (
+    CONFIG_FILE,
+    FULL_CHECKPOINT,
+    STUDENT_CHECKPOINT,
+    append_metrics,
+    truncate_metrics,
+)
 
 Report = Callable[[dict[str, Any], Path | None], None]
 
@@ -70,7 +76,6 @@ class EpochContext:
 
 
 EpochHook = Callable[[EpochContext], None]
-METRICS_FILE = "metrics.jsonl"
 
 
 class Diverged(RuntimeError):
@@ -294,7 +299,7 @@ def train_kd(
     t = cfg.train
     seed_everything(t.seed)
     accelerator = make_accelerator(cfg)
-    from kdseg.data.weights import class_weights_for
+    from kdseg.data.class_weights import class_weights_for
 
     class_weights = class_weights_for(data, cfg.data.class_weights)  # counted once, kept on data
     m = _Models(cfg, data.num_classes, data.ignore_index, class_weights=class_weights)
@@ -339,8 +344,8 @@ def train_kd(
     main = accelerator.is_main_process  # the one writer: files, hooks, report, progress
     if run_dir is not None and main:
         run_dir.mkdir(parents=True, exist_ok=True)
-        save_config(cfg, run_dir / "config.yaml")
-        _truncate_metrics(run_dir / METRICS_FILE, keep_epochs=start_epoch)
+        save_config(cfg, run_dir / CONFIG_FILE)
+        truncate_metrics(run_dir, keep_epochs=start_epoch)
 
     last: dict[str, Any] = {}
     for epoch in range(start_epoch, t.epochs):
@@ -413,7 +418,7 @@ def train_kd(
 
         ckpt_dir = None
         if run_dir is not None and main:
-            _append_metrics(run_dir / METRICS_FILE, metrics)
+            append_metrics(run_dir, metrics)
             is_last = epoch + 1 == t.epochs
             if (epoch + 1) % t.checkpoint_every == 0 or is_last:
                 state = _state(
@@ -582,25 +587,4 @@ def _restore(path, cfg, m: _Models, opt_s, sched_s, opt_t, sched_t) -> tuple[int
     return int(state["epoch"]), int(state["global_step"])
 
 
-def _append_metrics(path: Path, metrics: dict[str, Any]) -> None:
-    with path.open("a") as f:
-        f.write(json.dumps(metrics) + "\n")
-
-
-def _truncate_metrics(path: Path, keep_epochs: int) -> None:
-    """Drop epochs after the checkpoint we resume from, so metrics.jsonl never counts an epoch twice."""
-    if not path.exists():
-        return
-    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if r.get("epoch", 0) <= keep_epochs]
-    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
-
-
-def read_metrics(run_dir: str | Path) -> list[dict[str, Any]]:
-    path = Path(run_dir) / METRICS_FILE
-    if not path.exists():
-        return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
-
-
-__all__ = ["Diverged", "Report", "evaluate", "make_accelerator", "read_metrics", "train_kd", "config_to_dict"]
+__all__ = ["Diverged", "Report", "evaluate", "make_accelerator", "train_kd", "config_to_dict"]

@@ -782,7 +782,7 @@ def test_table_is_large_and_distinct():
 def test_the_workspace_itself_is_valid(work):
     """The unbroken workspace passes every check the cases rely on (so each case fails for its own defect)."""
     from kdseg.data import load_data
-    from kdseg.sweep import plan_sweep
+    from kdseg.sweep.driver import plan_sweep
 
     work.write()
     plan = plan_sweep(work.space, out_root=work.out, name="s1")

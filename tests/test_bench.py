@@ -1,4 +1,4 @@
-"""kdseg.bench: FLOPs against a hand count, latency figures, teacher/student profiles, the cost cache."""
+"""kdseg.deploy.bench: FLOPs against a hand count, latency figures, teacher/student profiles, the cost cache."""
 
 from __future__ import annotations
 
@@ -12,9 +12,10 @@ import pytest
 import torch
 from torch import nn
 
-from kdseg import bench
-from kdseg.bench import BenchError, bench_config, profile_model, student_cost
+from kdseg.cli.bench import add_bench_parser
 from kdseg.config import KDConfig, ModelConfig, validate_config
+from kdseg.deploy import bench
+from kdseg.deploy.bench import BenchError, bench_config, profile_model, student_cost
 from kdseg.errors import ConfigError, KdsegError
 
 
@@ -221,7 +222,7 @@ def _r18() -> nn.Module:
 def _parse(argv: list[str]) -> argparse.Namespace:
     p = argparse.ArgumentParser(prog="kdseg")
     sub = p.add_subparsers(dest="command", required=True)
-    bench.add_bench_parser(sub)
+    add_bench_parser(sub)
     return p.parse_args(argv)
 
 

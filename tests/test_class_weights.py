@@ -14,7 +14,7 @@ from PIL import Image
 from kdseg.cli import main
 from kdseg.config import DataConfig, validate_config
 from kdseg.data import SegData, Split, class_weights_for, compute_class_weights, load_data
-from kdseg.data.weights import ABSENT_WEIGHT
+from kdseg.data.class_weights import ABSENT_WEIGHT
 from kdseg.errors import ConfigError
 from tests.conftest import tiny_config
 from tests.fixtures_layouts import one_torch_thread, write_camvid

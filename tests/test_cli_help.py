@@ -6,7 +6,7 @@ import argparse
 
 import pytest
 
-from kdseg.cli import HELP, build_parser, main, sweep_main
+from kdseg.cli.app import HELP, build_parser, main, sweep_main
 
 
 def commands(p: argparse.ArgumentParser, words: tuple[str, ...] = ()) -> list[tuple[str, ...]]:

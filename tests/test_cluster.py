@@ -47,18 +47,18 @@ def need_tool(name: str) -> str:
 
 
 def _submit_wired() -> bool:
-    from kdseg import cli
+    from kdseg.cli import app as cli
 
     sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
     return "submit" in sub.choices
 
 
 # Until kdseg.cli registers the cluster commands, run them through the same parser plus
-# kdseg.submit.add_cluster_parsers; once it does, the tests run the real `python -m kdseg.cli`.
+# kdseg.cli.cluster.add_cluster_parsers; once it does, the tests run the real `python -m kdseg.cli`.
 _RUNNER = """
 import argparse, sys
-from kdseg import cli
-from kdseg.submit import add_cluster_parsers
+from kdseg.cli import app as cli
+from kdseg.cli.cluster import add_cluster_parsers
 p = cli.build_parser()
 sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
 if "submit" not in sub.choices:
@@ -82,8 +82,8 @@ def kdseg(*args, env=None, timeout=300):
 
 def kdseg_here(*args) -> int:
     """The same command line, run in this process; returns its exit status."""
-    from kdseg import cli
-    from kdseg.submit import add_cluster_parsers
+    from kdseg.cli import app as cli
+    from kdseg.cli.cluster import add_cluster_parsers
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
@@ -146,7 +146,7 @@ SHIPPED = (
 
 
 def test_plan_ships_project_without_outputs_data_or_credentials(tmp_path):
-    from kdseg.submit import plan_job
+    from kdseg.cluster.submit import plan_job
 
     space = make_project(tmp_path / "proj", tmp_path / "scenes")
     plan = plan_job(space, out=str(tmp_path / "shared"), overrides=["sweep.num_samples=4"], env=["A=1"])
@@ -169,8 +169,8 @@ def test_plan_ships_project_without_outputs_data_or_credentials(tmp_path):
 
 
 def test_plan_defaults_to_cluster_storage_and_refuses_what_cannot_ship(tmp_path):
+    from kdseg.cluster.submit import CLUSTER_OUT, normalize_address, plan_job
     from kdseg.errors import ConfigError
-    from kdseg.submit import CLUSTER_OUT, normalize_address, plan_job
 
     space = make_project(tmp_path / "proj", tmp_path / "scenes")
     plan = plan_job(space, name="n1")
@@ -204,8 +204,8 @@ def test_plan_defaults_to_cluster_storage_and_refuses_what_cannot_ship(tmp_path)
 
 
 def test_submit_to_nothing_is_a_clear_error():
+    from kdseg.cluster.submit import connect
     from kdseg.errors import KdsegError
-    from kdseg.submit import connect
 
     port = _free_ports(1)[0]
     with pytest.raises(KdsegError, match="cannot reach the Ray Jobs API") as e:
@@ -450,8 +450,8 @@ def _commands_exist(command: str, where: str) -> None:
     """kdseg and ray subcommands named in a manifest exist; repository files it names exist."""
     from ray.scripts.scripts import cli as ray_cli
 
-    from kdseg import cli
-    from kdseg.submit import add_cluster_parsers
+    from kdseg.cli import app as cli
+    from kdseg.cli.cluster import add_cluster_parsers
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))

@@ -136,7 +136,7 @@ def test_every_rank_ends_with_the_same_weights_and_metrics(runs):
 
 
 def test_one_writer_one_row_per_epoch(runs):
-    from kdseg.train import read_metrics
+    from kdseg.layout import read_metrics
 
     run = runs / "two" / "run"
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2]

@@ -1,4 +1,4 @@
-"""kdseg.deploy: ONNX / TorchScript export of students, checked against PyTorch; a sweep's best student."""
+"""kdseg.deploy.model_export: ONNX / TorchScript export of students, checked against PyTorch; a sweep's best student."""
 
 from __future__ import annotations
 
@@ -11,9 +11,10 @@ import numpy as np
 import pytest
 import torch
 
-from kdseg import deploy
+from kdseg.cli.export import add_export_format_args, run_export_format
 from kdseg.config import ModelConfig, dump_yaml, save_config, validate_config
-from kdseg.deploy import ExportError, export_model, export_student
+from kdseg.deploy import model_export as deploy
+from kdseg.deploy.model_export import ExportError, export_model, export_student
 from kdseg.errors import CheckpointError, KdsegError
 from kdseg.models import build_model
 
@@ -164,8 +165,8 @@ def sweep_dir(tmp_path) -> Path:
     Trial ``b`` (lightweight UNet, width 0.25) ranks first by iou_per_mparam; trial ``a`` (lightweight
     UNet, width 0.5) has the higher val_miou.
     """
-    from kdseg.ranking import build_leaderboard, write_leaderboard_csv
-    from kdseg.space import load_space, spec_to_dict
+    from kdseg.sweep.ranking import build_leaderboard, write_leaderboard_csv
+    from kdseg.sweep.space import load_space, spec_to_dict
 
     sweep = tmp_path / "runs" / "demo"
     spec = load_space(REPO / "search_spaces" / "quickstart_cpu.yaml")
@@ -217,9 +218,9 @@ def test_export_command_torchscript_rank_by(sweep_dir, tmp_path, capsys):
     p.add_argument("sweep_dir")
     p.add_argument("-o", "--output")
     p.add_argument("--rank-by")
-    deploy.add_export_format_args(p)
+    add_export_format_args(p)
     args = p.parse_args([str(sweep_dir), "--format", "torchscript", "--rank-by", "val_miou"])
-    assert deploy.run_export_format(args) == 0
+    assert run_export_format(args) == 0
     out = sweep_dir / "best_student.torchscript.pt"  # the default output
     text = capsys.readouterr().out
     assert f"wrote {out}" in text and "trial a" in text and "check: torch.jit.load" in text and "OK" in text

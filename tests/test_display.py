@@ -8,8 +8,8 @@ from typing import Any
 
 from rich.console import Console
 
-from kdseg.progress import COLUMNS, LiveTrialTable
-from kdseg.ranking import build_leaderboard, render_leaderboard
+from kdseg.sweep.progress import COLUMNS, LiveTrialTable
+from kdseg.sweep.ranking import build_leaderboard, render_leaderboard
 
 
 @dataclass
@@ -187,7 +187,7 @@ def test_leaderboard_caption_counts_hidden_rows() -> None:
 def test_sweep_summary_commands_stay_whole_at_80_columns(tmp_path, monkeypatch) -> None:
     from types import SimpleNamespace
 
-    from kdseg.cli import _print_sweep_result
+    from kdseg.cli.sweep import _print_sweep_result
 
     monkeypatch.chdir(tmp_path)
     sweep_dir = tmp_path / "runs" / "quickstart-20261201-154000"

@@ -104,7 +104,7 @@ def test_load_split_decodes_one_split_and_refuses_unlabelled(tmp_path):
 
 
 def test_final_eval_settings():
-    from kdseg.space import SweepSettings
+    from kdseg.sweep.space import SweepSettings
 
     def fe(v):
         return SweepSettings.model_validate({"final_eval": v}).final_eval
@@ -119,7 +119,7 @@ def test_final_eval_settings():
 
 
 def spec_for(data: DataConfig, **final_eval):
-    from kdseg.space import FinalEval
+    from kdseg.sweep.space import FinalEval
 
     return SimpleNamespace(
         sweep=SimpleNamespace(final_eval=FinalEval(**final_eval)), base_config=KDConfig(data=data)
@@ -127,7 +127,7 @@ def spec_for(data: DataConfig, **final_eval):
 
 
 def test_check_final_eval_refuses_without_a_held_out_split(tmp_path):
-    from kdseg.final_eval import check_final_eval
+    from kdseg.sweep.final_eval import check_final_eval
 
     root = write_camvid(tmp_path / "cv", {"train": 3, "val": 2, "test": 2})
     check_final_eval(spec_for(data_cfg("camvid", root)), "space.yaml")  # a test split: fine
@@ -163,9 +163,9 @@ def fake_run(folder: Path, data_root: Path, width: float, seed: int, val_miou: f
 
 
 def test_run_final_eval_adds_test_miou_to_the_chosen_rows_only(tmp_path):
-    from kdseg.export import trial_run_dir
-    from kdseg.final_eval import FINAL_EVAL_FILE, run_final_eval
-    from kdseg.ranking import build_leaderboard
+    from kdseg.layout import FINAL_EVAL_FILE, trial_run_dir
+    from kdseg.sweep.final_eval import run_final_eval
+    from kdseg.sweep.ranking import build_leaderboard
 
     root = write_camvid(tmp_path / "cv", {"train": 3, "val": 2, "test": 3})
     sweep = tmp_path / "sweep"
@@ -291,7 +291,7 @@ def test_eval_on_test_writes_beside_the_run(camvid_run, capsys):
 def test_sweep_with_final_eval(tmp_path):
     """A real sweep with ``final_eval: {top_k: 2}``: test_miou on its two best rows and on no other."""
     from kdseg.data import write_synth
-    from kdseg.ranking import read_leaderboard_csv
+    from kdseg.sweep.ranking import read_leaderboard_csv
     from tests.conftest import tiny_space
     from tests.test_sweep import kdseg
 
@@ -321,7 +321,7 @@ def test_sweep_with_final_eval(tmp_path):
 
 
 def test_report_val_vs_test_section():
-    from kdseg.report import val_vs_test_html
+    from kdseg.report.sections import val_vs_test_html
 
     rows = [
         {

@@ -10,15 +10,15 @@ from conftest import tiny_config
 
 from kdseg.cli import main
 from kdseg.config import config_to_dict, dump_yaml, load_config, save_config, validate_config
-from kdseg.export import export_config, inapplicable
+from kdseg.deploy.best_config import export_config, inapplicable
 
 REPO = Path(__file__).resolve().parents[1]
 
 
 def fake_sweep(tmp_path: Path, cfg: dict) -> Path:
     """A finished sweep folder with one trial whose run used ``cfg``."""
-    from kdseg.ranking import build_leaderboard, write_leaderboard_csv
-    from kdseg.space import load_space, spec_to_dict
+    from kdseg.sweep.ranking import build_leaderboard, write_leaderboard_csv
+    from kdseg.sweep.space import load_space, spec_to_dict
 
     sweep = tmp_path / "runs" / "demo"
     dump_yaml(spec_to_dict(load_space(REPO / "search_spaces" / "quickstart_cpu.yaml")), sweep / "sweep.yaml")

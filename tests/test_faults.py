@@ -3,7 +3,7 @@ a NaN loss (``diverged``, not retried), a damaged checkpoint (restarted from scr
 folder that cannot be written. The driver killed with SIGKILL is ``test_sweep.test_resume_after_sigkill``.
 
 One sweep of four trials covers the trial faults; each trial is told apart by its ``train.seed`` and
-fails on purpose through the space file's ``faults:`` rules (:mod:`kdseg.faults`).
+fails on purpose through the space file's ``faults:`` rules (:mod:`kdseg.sweep.faults`).
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdseg.ranking import read_leaderboard_csv
+from kdseg.sweep.ranking import read_leaderboard_csv
 from tests.conftest import REPO, tiny_config
 from tests.test_sweep import check_consistent
 
@@ -212,7 +212,8 @@ def test_failing_sweep_writes_no_api_key(fault_sweep):
 
 
 def test_fault_rules_fire_as_often_as_asked(tmp_path):
-    from kdseg.faults import FaultInjector, FaultRule, InjectedFault
+    from kdseg.sweep.faults import FaultInjector, InjectedFault
+    from kdseg.sweep.space import FaultRule
 
     rules = [
         FaultRule(action="raise", epoch=2, step=3, times=2, when={"train.seed": 7}),
@@ -233,7 +234,7 @@ def test_fault_rules_fire_as_often_as_asked(tmp_path):
 
 def test_unknown_fault_key_is_refused(tmp_path, data32):
     from kdseg.errors import ConfigError
-    from kdseg.space import load_space
+    from kdseg.sweep.space import load_space
 
     space = fault_space(tmp_path, data32)
     doc = yaml.safe_load(space.read_text())

@@ -363,7 +363,7 @@ def test_config_keys_validate_and_name_the_key() -> None:
 
 
 def test_logit_loss_and_cwd_temperature_are_searchable(tmp_path: Path) -> None:
-    from kdseg.space import load_space, trial_config
+    from kdseg.sweep.space import load_space, trial_config
 
     (tmp_path / "base.yaml").write_text(
         textwrap.dedent(

@@ -27,7 +27,7 @@ import optuna
 import pytest
 import yaml
 
-from kdseg.ranking import read_leaderboard_csv
+from kdseg.sweep.ranking import read_leaderboard_csv
 from tests.conftest import REPO, tiny_config, tiny_space
 
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
@@ -205,7 +205,7 @@ def test_two_sweeps_share_one_database(postgres, tmp_path, synth_dir):
 
 def test_storage_errors_and_the_schema_race(postgres, monkeypatch):
     from kdseg.errors import ConfigError
-    from kdseg.study import open_storage
+    from kdseg.sweep.study import open_storage
 
     monkeypatch.delenv("PGPASSWORD", raising=False)
     # a wrong password: refused at once, and the message names the storage without the secret

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
-from kdseg.ranking import (
+from kdseg.sweep.ranking import (
     LEADERBOARD_COLUMNS,
     best_row,
     build_leaderboard,

@@ -17,9 +17,13 @@ from pathlib import Path
 import pytest
 import yaml
 
+from kdseg.cli.report import add_report_parser
 from kdseg.errors import KdsegError
-from kdseg.report import add_report_parser, load_sweep, render_html, wandb_report_spec
-from kdseg.tracking import finish_sweep, offline_runs, read_offline_run, search_column
+from kdseg.report.html import render_html
+from kdseg.report.load import load_sweep
+from kdseg.report.wandb_report import wandb_report_spec
+from kdseg.tracking.run import finish_sweep, search_column
+from kdseg.tracking.wandb_records import offline_runs, read_offline_run
 from tests.conftest import REPO
 from tests.test_sweep import write_space
 
@@ -229,8 +233,8 @@ def hand_sweep(tmp_path: Path, synth_dir: Path, extra: int = 0, hard_loss: bool 
     ``extra`` more completed KD trials with other alpha/T; ``hard_loss`` logs ``train_loss_hard`` too.
     """
     from kdseg.config import dump_yaml
-    from kdseg.ranking import build_leaderboard, write_leaderboard_csv
-    from kdseg.space import load_space, spec_to_dict
+    from kdseg.sweep.ranking import build_leaderboard, write_leaderboard_csv
+    from kdseg.sweep.space import load_space, spec_to_dict
 
     spec = load_space(write_space(tmp_path, synth_dir, num_samples=4, max_t=3))
     sweep = tmp_path / "runs" / "hand"
@@ -371,7 +375,7 @@ def drawn_figures(monkeypatch) -> list:
 
 
 def test_pareto_legend_leaves_every_marker_visible(tmp_path, synth_dir, monkeypatch):
-    from kdseg.report import pareto_png
+    from kdseg.report.plots import pareto_png
 
     figures = drawn_figures(monkeypatch)
     pareto_png(load_sweep(hand_sweep(tmp_path, synth_dir, extra=12)))
@@ -388,7 +392,7 @@ def test_pareto_legend_leaves_every_marker_visible(tmp_path, synth_dir, monkeypa
 
 @pytest.mark.parametrize("hard", [True, False])
 def test_loss_curves_are_comparable_or_say_they_are_not(tmp_path, synth_dir, monkeypatch, hard):
-    from kdseg.report import curves_png
+    from kdseg.report.plots import curves_png
 
     sd = load_sweep(hand_sweep(tmp_path, synth_dir, extra=4, hard_loss=hard))
     figures = drawn_figures(monkeypatch)

@@ -162,7 +162,7 @@ def project(tmp_path) -> Path:
 
 
 def test_submit_never_ships_credentials_files(project, monkeypatch):
-    from kdseg.submit import plan_job
+    from kdseg.cluster.submit import plan_job
 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     plan = plan_job(project, out="/shared/runs", env=["A=1"])
@@ -182,8 +182,8 @@ def test_submit_never_ships_credentials_files(project, monkeypatch):
     ["WANDB_API_KEY", f"WANDB_API_KEY={FAKE_KEY}", "HF_TOKEN=x", "PGPASSWORD=x", "AWS_SECRET_ACCESS_KEY=x"],
 )
 def test_submit_refuses_credentials_in_the_job_environment(project, monkeypatch, item):
+    from kdseg.cluster.submit import plan_job
     from kdseg.errors import ConfigError
-    from kdseg.submit import plan_job
 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)
     name = item.partition("=")[0]

@@ -1,5 +1,5 @@
-"""The one score a sweep optimises (kdseg.selection), its no-KD controls (kdseg.space) and the searcher
-wrapper that runs them (kdseg.study.ControlsFirst): unit tests, no Ray run."""
+"""The one score a sweep optimises (kdseg.sweep.selection), its no-KD controls (kdseg.sweep.space) and the searcher
+wrapper that runs them (kdseg.sweep.study.ControlsFirst): unit tests, no Ray run."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ import pytest
 import yaml
 
 from kdseg.errors import ConfigError
-from kdseg.selection import CONTROL_KEY, check_objective, score_metrics, settle_controls
-from kdseg.space import (
+from kdseg.sweep.selection import CONTROL_KEY, check_objective, score_metrics, settle_controls
+from kdseg.sweep.space import (
     control_params,
     controls,
     describe_trial,

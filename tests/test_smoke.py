@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from kdseg.cli import main
-from kdseg.smoke import SMOKE_OVERRIDES, smoke_overrides
-from kdseg.space import controls, grid_size, load_space, searched_keys
+from kdseg.sweep.smoke import SMOKE_OVERRIDES, smoke_overrides
+from kdseg.sweep.space import controls, grid_size, load_space, searched_keys
 
 REPO = Path(__file__).resolve().parents[1]
 BACKBONES = REPO / "search_spaces" / "backbones.yaml"

@@ -11,7 +11,7 @@ import yaml
 
 from kdseg.config import dump_yaml, load_config
 from kdseg.errors import ConfigError
-from kdseg.space import (
+from kdseg.sweep.space import (
     Domain,
     SweepSpec,
     control_params,

@@ -14,7 +14,7 @@ import optuna
 import pytest
 import yaml
 
-from kdseg.ranking import read_leaderboard_csv
+from kdseg.sweep.ranking import read_leaderboard_csv
 from tests.conftest import REPO, tiny_config, tiny_space
 
 pytestmark = pytest.mark.slow

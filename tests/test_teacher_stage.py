@@ -16,8 +16,8 @@ import yaml
 
 from kdseg.config import validate_config
 from kdseg.errors import CheckpointError, ConfigError
-from kdseg.space import load_space, trial_config
-from kdseg.teacher_stage import fill_teacher, plan_teachers, teacher_config, teacher_hash, train_teacher
+from kdseg.sweep.space import load_space, trial_config
+from kdseg.sweep.teacher_stage import fill_teacher, plan_teachers, teacher_config, teacher_hash, train_teacher
 from tests.conftest import REPO, tiny_config
 
 
@@ -221,7 +221,7 @@ def test_teacher_trained_once_for_all_trials_and_not_again_after_sigkill(tmp_pat
     assert epochs == [1, 2, 3] == list(range(1, summary["epochs"] + 1))  # trained once, every epoch once
     assert f"val mIoU {summary['val_miou']:.4f} after 3 epochs" in out.stdout  # shown once under the table
 
-    from kdseg.ranking import read_leaderboard_csv
+    from kdseg.sweep.ranking import read_leaderboard_csv
 
     rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
     assert len(rows) == 4 and {r["status"] for r in rows} == {"completed"}
@@ -236,7 +236,8 @@ def test_teacher_trained_once_for_all_trials_and_not_again_after_sigkill(tmp_pat
     ).get_trials()
     assert len(trials) == 4 and not any(t.state == optuna.trial.TrialState.RUNNING for t in trials)
 
-    from kdseg.report import _summary_html, load_sweep
+    from kdseg.report.load import load_sweep
+    from kdseg.report.sections import _summary_html
 
     html = _summary_html(load_sweep(sweep_dir), None, None)
     assert html.count("trained once by the teacher stage") == 1 and f"{summary['val_miou']:.4f}" in html

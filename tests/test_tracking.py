@@ -10,18 +10,18 @@ import numpy as np
 import pytest
 import torch
 
-from kdseg import tracking
-from kdseg.tracking import (
-    WandbRun,
-    api_key_configured,
-    offline_runs,
-    read_offline_run,
-    resolve_mode,
-    run_id_for,
-    search_column,
-    sync_command,
+from kdseg.tracking import mode as tracking
+from kdseg.tracking.images import (
+    EpochImages,
+    colorize,
+    fixed_indices,
+    layer_rows,
+    layers_figure,
+    prediction_figure,
 )
-from kdseg.visualize import EpochImages, colorize, fixed_indices, layer_rows, layers_figure, prediction_figure
+from kdseg.tracking.mode import api_key_configured, resolve_mode
+from kdseg.tracking.run import WandbRun, run_id_for, search_column
+from kdseg.tracking.wandb_records import offline_runs, read_offline_run, sync_command
 from tests.conftest import tiny_config
 
 FAKE_KEY = "kdsegfake" + "0123456789abcdef" * 2  # never a real key; must not appear in any file
@@ -130,7 +130,7 @@ def test_colorize_and_fixed_indices():
 
 
 def test_layer_rows_pair_from_the_deepest_stage_and_figures_render():
-    from kdseg.visualize import ModelView
+    from kdseg.tracking.images import ModelView
 
     rng = torch.Generator().manual_seed(0)
     t_enc = [torch.rand(2, c, s, s, generator=rng) for c, s in ((8, 16), (16, 8), (32, 4), (64, 2))]
@@ -203,7 +203,8 @@ def test_epoch_images_hook_restores_modes_and_writes_pngs(tmp_path, synth_dir):
 def test_train_run_logs_offline_and_never_writes_the_key(tmp_path, synth_dir, monkeypatch):
     """A tiny ``train_kd`` run as ``kdseg train`` runs it: one offline W&B run with every logged key."""
     from kdseg.data import load_data
-    from kdseg.train import read_metrics, train_kd
+    from kdseg.layout import read_metrics
+    from kdseg.train import train_kd
 
     monkeypatch.setenv("WANDB_API_KEY", FAKE_KEY)  # configured, but WANDB_MODE=offline (conftest) wins
     monkeypatch.setenv("WANDB_MODE", "offline")

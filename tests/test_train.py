@@ -9,8 +9,9 @@ import torch
 
 from kdseg.config import validate_config
 from kdseg.data import load_data
+from kdseg.layout import read_metrics
 from kdseg.models import build_model
-from kdseg.train import Diverged, read_metrics, train_kd
+from kdseg.train import Diverged, train_kd
 from tests.conftest import tiny_config
 
 PAIRS = {

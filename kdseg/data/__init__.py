@@ -10,6 +10,7 @@
 - :func:`write_synth` renders procedural road scenes in the carla layout.
 """
 
+from kdseg.data.class_weights import class_weights_for, compute_class_weights
 from kdseg.data.classes import (
     BDD100K_CLASSES,
     BDD100K_PALETTE,
@@ -24,7 +25,6 @@ from kdseg.data.load import load_data, load_split
 from kdseg.data.registry import available_formats, register
 from kdseg.data.synth import synth_cache_dir, write_synth
 from kdseg.data.types import HeldOutSplit, SegData, Split
-from kdseg.data.weights import class_weights_for, compute_class_weights
 
 
 def __getattr__(name: str):

@@ -17,7 +17,7 @@ import cv2
 import numpy as np
 from PIL import Image, UnidentifiedImageError
 
-from kdseg.data.layout import kind_of
+from kdseg.data.folders import kind_of
 from kdseg.errors import DatasetError
 
 # OpenCV's own thread pool does not survive fork(): a DataLoader worker forked after the parent

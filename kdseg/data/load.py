@@ -18,7 +18,7 @@ from kdseg.data.decode import (
     resize_image,
     resize_mask,
 )
-from kdseg.data.layout import Layout, Pair
+from kdseg.data.folders import Layout, Pair
 from kdseg.data.registry import get_format
 from kdseg.data.types import HeldOutSplit, SegData, Split, class_pixels
 from kdseg.errors import DatasetError

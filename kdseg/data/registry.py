@@ -14,7 +14,7 @@ from kdseg.errors import DatasetError
 
 if TYPE_CHECKING:
     from kdseg.config import DataConfig
-    from kdseg.data.layout import Layout
+    from kdseg.data.folders import Layout
 
 FormatFn = Callable[["DataConfig"], "Layout"]
 _FORMATS: dict[str, FormatFn] = {}

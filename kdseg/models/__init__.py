@@ -7,8 +7,8 @@ Public API: :func:`build_model`, :func:`count_params`, :class:`FeatureTaps`,
 from kdseg.models.factory import build_model, count_params, encoder_of
 from kdseg.models.fcn import FCNResNet50
 from kdseg.models.lightweight_unet import LightweightUNet
+from kdseg.models.pretrained import load_checkpoint, load_encoder_weights
 from kdseg.models.taps import FeatureTaps, feature_shapes, tap_modules
-from kdseg.models.weights import load_checkpoint, load_encoder_weights
 
 __all__ = [
     "FCNResNet50",

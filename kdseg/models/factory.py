@@ -22,7 +22,7 @@ from kdseg.config import OWN_ARCHS, ModelConfig
 from kdseg.errors import CheckpointError, ConfigError, WeightsError
 from kdseg.models.fcn import FCNResNet50, build_fcn_resnet50
 from kdseg.models.lightweight_unet import LightweightUNet
-from kdseg.models.weights import (
+from kdseg.models.pretrained import (
     download_error_message,
     is_download_error,
     load_checkpoint,

@@ -21,7 +21,7 @@ import numpy as np
 from kdseg.config import DataConfig
 from kdseg.data.classes import BDD100K_CLASSES, BDD100K_PALETTE
 from kdseg.data.decode import open_image
-from kdseg.data.layout import (
+from kdseg.data.folders import (
     Layout,
     Pair,
     no_test_split,

@@ -15,7 +15,7 @@ import numpy as np
 from kdseg.config import DataConfig
 from kdseg.data.classes import CARLA_CLASSES, CARLA_PALETTE
 from kdseg.data.decode import open_image
-from kdseg.data.layout import Layout, Pair, no_test_split, pair_folders, random_split, require_dir, test_base
+from kdseg.data.folders import Layout, Pair, no_test_split, pair_folders, random_split, require_dir, test_base
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
 

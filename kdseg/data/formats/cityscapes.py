@@ -24,7 +24,7 @@ import numpy as np
 from kdseg.config import DataConfig
 from kdseg.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, cityscapes_lut
 from kdseg.data.decode import open_image
-from kdseg.data.layout import (
+from kdseg.data.folders import (
     Layout,
     Pair,
     no_test_split,

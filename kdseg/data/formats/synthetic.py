@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 from kdseg.config import DataConfig
+from kdseg.data.folders import Layout
 from kdseg.data.formats.carla import carla_layout
-from kdseg.data.layout import Layout
 from kdseg.data.registry import register
 from kdseg.data.synth import ensure_synth, synth_cache_dir
 

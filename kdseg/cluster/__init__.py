@@ -1,0 +1,1 @@
+"""Ray cluster jobs: submit a sweep, follow its status and logs."""

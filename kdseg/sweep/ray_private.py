@@ -1,0 +1,58 @@
+"""Every private attribute of Ray Tune and Optuna that kdseg uses, in one place.
+
+``HonestOptunaSearch`` (kdseg.sweep.study) extends Ray's ``OptunaSearch`` and needs its private state;
+``ProtectFinish`` (kdseg.sweep.trainable) wraps the train session's ``finish``. These names are not a
+public API: pyproject.toml pins the versions they were checked against, and
+``tests/test_private_api.py`` fails loudly, naming the attribute, when an upgrade changes one.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+# Ray Tune's OptunaSearch (ray/tune/search/optuna/optuna_search.py), checked with ray 2.60
+SEARCHER_ATTRS = ("_ot_study", "_ot_trials", "_completed_trials", "_space")
+
+
+def ot_study(searcher: Any) -> Any:
+    """The ``optuna.Study`` an ``OptunaSearch`` asks and tells."""
+    return searcher._ot_study
+
+
+def ot_trials(searcher: Any) -> dict[str, Any]:
+    """Ray trial id -> the ``optuna.Trial`` an ``OptunaSearch`` asked for it (mutable)."""
+    return searcher._ot_trials
+
+
+def completed_trials(searcher: Any) -> set[str]:
+    """Ray trial ids an ``OptunaSearch`` has told the study about (mutable)."""
+    return searcher._completed_trials
+
+
+def search_space(searcher: Any) -> Any:
+    """The space an ``OptunaSearch`` samples: a dict of distributions, or a define-by-run callable."""
+    return searcher._space
+
+
+# Optuna (checked with optuna 5.0)
+def trial_number_id(trial: Any) -> int:
+    """The storage id of an ``optuna.Trial`` or ``FrozenTrial`` (``_trial_id``)."""
+    return trial._trial_id
+
+
+def intermediate_values(study: Any, trial: Any) -> dict[int, float]:
+    """The intermediate values a trial has reported, read from the study's storage."""
+    return study._storage.get_trial(trial._trial_id).intermediate_values
+
+
+# Ray Train's session (ray/train/_internal/session.py), checked with ray 2.60
+def train_session() -> Any:
+    """The current Ray Train session of a function trainable (``ray.train._internal.session``)."""
+    from ray.train._internal.session import get_session
+
+    return get_session()
+
+
+def missing_searcher_attrs(searcher: Any) -> list[str]:
+    """The names of :data:`SEARCHER_ATTRS` that ``searcher`` lacks (empty when Ray still has them all)."""
+    return [name for name in SEARCHER_ATTRS if not hasattr(searcher, name)]

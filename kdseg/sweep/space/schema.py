@@ -1,0 +1,290 @@
+"""The schema of a search space: the sweep settings, a searched domain, the validated SweepSpec."""
+
+from __future__ import annotations
+
+import copy
+import math
+import re
+import typing
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from kdseg.config import (
+    KDConfig,
+)
+from kdseg.errors import ConfigError
+from kdseg.sweep.selection import DEFAULT_QUALITY_FLOOR, check_objective
+
+DomainKind = Literal["uniform", "loguniform", "quniform", "randint", "choice", "grid"]
+DOMAIN_KINDS: tuple[str, ...] = typing.get_args(DomainKind)
+NUMERIC_KINDS = ("uniform", "loguniform", "quniform", "randint")
+CATEGORICAL_KINDS = ("choice", "grid")
+
+
+class FaultRule(BaseModel):
+    """One rule of the ``faults:`` list (a testing aid; :mod:`kdseg.sweep.faults` fires them)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    action: Literal["raise", "corrupt_checkpoint"] = "raise"
+    epoch: int = Field(1, ge=1, description="1-based epoch at which the fault happens")
+    step: int = Field(1, ge=1, description="1-based training step within that epoch")
+    times: int | None = Field(None, ge=1, description="fires at most this often per trial; null: always")
+    when: dict[str, Any] = Field(default_factory=dict, description="dotted config keys the trial must match")
+
+
+# Top-level keys of a space file; overrides starting with these change the space file.
+SPACE_KEYS = ("base", "base_config", "space", "sweep", "storage", "name", "faults")
+# Sections of the training config; overrides starting with these change the base config.
+CONFIG_SECTIONS = tuple(k for k in KDConfig.model_fields if k != "name")
+# Config keys a space may not search: the sweep sets them for every trial.
+RESERVED_KEYS = {
+    "train.epochs": "every trial runs sweep.asha.max_t epochs; set sweep.asha.max_t instead",
+    "name": "every trial gets its own name",
+}
+GROUP_LABEL = "label"
+_GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
+_SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
+
+
+def check_sweep_name(name: str, where: str) -> str:
+    """The one rule for sweep names (``--name``, a space file's ``name:``, ``kdseg submit --name``)."""
+    if not isinstance(name, str) or not _SWEEP_NAME.match(name):
+        raise ConfigError(
+            f"{where}: sweep name {name!r}: must be a plain folder name (letters, digits, . _ -; "
+            f"starting with a letter or digit)"
+        )
+    return name
+
+
+_URL = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
+_PRIMITIVES = (type(None), bool, int, float, str)
+
+
+# ------------------------------------------------------------------------------------------ models
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class AshaSettings(_Strict):
+    """ASHA early stopping; the time unit is the epoch (one ``training_iteration`` per epoch)."""
+
+    max_t: int | None = Field(
+        None, ge=1, description="epochs of a trial that is never stopped; default: base train.epochs"
+    )
+    grace_period: int = Field(1, ge=1, description="epochs before a trial can be stopped")
+    reduction_factor: float = Field(
+        3.0, gt=1.0, description="1/reduction_factor of trials go on at each rung"
+    )
+
+
+class Resources(_Strict):
+    """What one trial reserves (fractions of a GPU share it)."""
+
+    cpu: float = Field(1.0, gt=0.0)
+    gpu: float = Field(0.0, ge=0.0)
+
+
+class FinalEval(_Strict):
+    """After the sweep, the chosen students on the test split, once; never used for selection
+    (:mod:`kdseg.final_eval`)."""
+
+    split: Literal["test"] = "test"
+    top_k: int | None = Field(None, ge=1, description="the K best rows of the leaderboard (default 3)")
+    pareto: bool = Field(False, description="the Pareto front instead of the top K")
+
+    @model_validator(mode="after")
+    def _one_selection(self) -> FinalEval:
+        if self.pareto and self.top_k is not None:
+            raise ValueError("top_k and pareto: choose one")
+        if not self.pareto and self.top_k is None:
+            self.top_k = 3
+        return self
+
+
+class SweepSettings(_Strict):
+    num_samples: int = Field(
+        8, ge=1, description="trials to run (grid combinations and no-KD controls included)"
+    )
+    metric: Literal["val_miou"] = Field(
+        "val_miou",
+        description="the accuracy every objective is built from (train.metric chooses its definition)",
+    )
+    mode: Literal["max"] = "max"
+    objective: str = Field(
+        "iou_per_mparam",
+        description="what the study, the searcher, ASHA and the leaderboard optimise (kdseg.selection)",
+    )
+    cost: Literal["student_params", "gflops", "latency_ms"] = Field(
+        "student_params", description="objective: pareto minimises this next to maximising val mIoU"
+    )
+    quality_floor: float = Field(
+        DEFAULT_QUALITY_FLOOR,
+        ge=0.0,
+        le=1.0,
+        description="a trial counts for the objective only at >= this fraction of its teacher's val mIoU",
+    )
+    asha: AshaSettings = AshaSettings()
+    resources_per_trial: Resources = Resources()
+    max_concurrent: int | None = Field(None, ge=1, description="null: as many as resources allow")
+    seed: int | None = Field(0, description="seed of the Optuna sampler")
+    max_failures: int = Field(0, ge=-1, description="retries of a failed trial (-1: unlimited)")
+    final_eval: FinalEval | None = Field(
+        None, description="measure the top_k (or pareto) trials on the test split after the sweep"
+    )
+
+    @field_validator("final_eval", mode="before")
+    @classmethod
+    def _final_eval_short(cls, v: Any) -> Any:
+        # final_eval: pareto | true | K  as short forms of the mapping; false = off
+        if v is False:
+            return None
+        if v is True:
+            return {}
+        if v == "pareto":
+            return {"pareto": True}
+        return {"top_k": v} if isinstance(v, int) else v
+
+    @field_validator("objective")
+    @classmethod
+    def _known_objective(cls, v: str) -> str:
+        return check_objective(v)
+
+
+class _SpaceFile(_Strict):
+    """The raw top level of a space file (before the base config and domains are resolved)."""
+
+    base: str | None = None
+    base_config: dict[str, Any] | None = None
+    space: dict[str, Any] | None = None
+    sweep: SweepSettings = SweepSettings()
+    storage: str | None = None
+    name: str | None = None
+    faults: list[FaultRule] = []
+
+
+class Domain(_Strict):
+    """One searched entry: a numeric range or a list of categorical values.
+
+    ``values`` are the decoded values (for a group: mappings of dotted config keys); ``labels`` are what
+    Ray Tune and Optuna see (primitives; equal to ``values`` when those are primitives already).
+    """
+
+    kind: DomainKind
+    low: int | float | None = None
+    high: int | float | None = None
+    q: int | float | None = None
+    values: list[Any] = []
+    labels: list[Any] = []
+    group: bool = False
+
+    @property
+    def categorical(self) -> bool:
+        return self.kind in CATEGORICAL_KINDS
+
+    def encode(self, value: Any) -> Any:
+        """A decoded value -> the parameter value Tune/Optuna uses."""
+        if not self.categorical:
+            return value
+        for v, label in zip(self.values, self.labels, strict=True):
+            if _same(v, value):
+                return label
+        raise ValueError(f"{value!r} is not one of the {self.kind} values")
+
+    def decode(self, param: Any) -> Any:
+        """A parameter value from Tune/Optuna (a label, or a value itself) -> the decoded value."""
+        if self.categorical:
+            for v, label in zip(self.values, self.labels, strict=True):
+                if _same(label, param):
+                    return copy.deepcopy(v)
+            for v in self.values:
+                if _same(v, param):
+                    return copy.deepcopy(v)
+            raise ValueError(f"{param!r} is not one of {self.labels}")
+        if isinstance(param, bool) or not isinstance(param, (int, float)):
+            raise ValueError(f"expected a number, got {param!r}")
+        tol = 1e-9 * max(1.0, abs(self.high))
+        if not (self.low - tol <= param <= self.high + tol):
+            raise ValueError(f"{param!r} is outside [{self.low}, {self.high}]")
+        if self.kind == "randint":
+            if float(param) != int(param):
+                raise ValueError(f"expected an integer, got {param!r}")
+            return int(param)
+        return param
+
+    def contains(self, value: Any) -> bool:
+        try:
+            decoded = self.decode(value)
+        except ValueError:
+            return False
+        if self.kind == "quniform":
+            k = (decoded - self.low) / self.q
+            return math.isclose(k, round(k), abs_tol=1e-9)
+        return True
+
+    def midpoint(self) -> Any:
+        """A deterministic value inside the domain (first label for categoricals)."""
+        if self.categorical:
+            return self.labels[0]
+        if self.kind == "uniform":
+            return (self.low + self.high) / 2
+        if self.kind == "loguniform":
+            return math.sqrt(self.low * self.high)
+        if self.kind == "quniform":
+            steps = round((self.high - self.low) / self.q / 2)
+            return _round_q(self.low + steps * self.q, self.q)
+        return (int(self.low) + int(self.high)) // 2  # randint
+
+    def to_yaml(self) -> dict[str, Any]:
+        """The space-file form, e.g. ``{"uniform": [0.3, 0.9]}``; parsing it gives this domain back."""
+        if self.kind == "quniform":
+            return {"quniform": [self.low, self.high, self.q]}
+        if not self.categorical:
+            return {self.kind: [self.low, self.high]}
+        if self.group:
+            return {
+                self.kind: [{**v, GROUP_LABEL: lab} for v, lab in zip(self.values, self.labels, strict=True)]
+            }
+        return {self.kind: copy.deepcopy(self.values)}
+
+
+class SweepSpec(_Strict):
+    """A validated search space: the base training config, the searched domains, the sweep settings."""
+
+    base: Path = Field(description="absolute path of the base training config")
+    base_config: KDConfig
+    space: dict[str, Domain]
+    sweep: SweepSettings
+    storage: str | None = None
+    name: str | None = None
+    source: Path | None = Field(None, description="the file this spec was loaded from")
+    faults: list[FaultRule] = Field(default_factory=list, description="fault injection (a testing aid)")
+    extra: dict[str, Any] = Field(
+        default_factory=dict, description="other top-level keys of a resolved sweep.yaml (not validated)"
+    )
+
+    @property
+    def max_t(self) -> int:
+        return int(self.sweep.asha.max_t)
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+def _round_q(x: float, q: float) -> float:
+    return round(round(x / q) * q, 12)
+
+
+def _same(a: Any, b: Any) -> bool:
+    if type(a) is bool or type(b) is bool:
+        return type(a) is type(b) and a == b
+    if isinstance(a, tuple):
+        a = list(a)
+    if isinstance(b, tuple):
+        b = list(b)
+    return a == b

@@ -1,0 +1,310 @@
+"""The Ray Tune function trainable: one sweep trial = one call of :func:`kdseg.train.train_kd`.
+
+The decoded dataset arrives through ``tune.with_parameters`` (the object store: one copy per node,
+shared read-only by that node's trials). Each epoch's metrics go to ``tune.report`` with the epoch's
+checkpoint folder as a ``tune.Checkpoint``; a restarted trial resumes from ``tune.get_checkpoint()``.
+
+Each trial is one W&B run (:class:`kdseg.tracking.WandbRun`: group = sweep name, name = trial id,
+config = the trial's resolved config plus its searched values under ``search``), finished however
+the trial ends (completed, stopped by ASHA, diverged, failed). The trial's epoch hooks write the
+prediction and layer-wise PNGs into ``run/images/`` and add ``peak_rss_mb`` to its metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import shutil
+import tempfile
+import threading
+from pathlib import Path
+from typing import Any
+
+from ray import tune
+
+from kdseg.errors import CheckpointError
+from kdseg.layout import FULL_CHECKPOINT, STUDENT_CHECKPOINT, copy_metrics, drop_metrics, trial_run_dir
+from kdseg.train import Diverged, train_kd
+
+log = logging.getLogger(__name__)
+
+# Lists (per-class IoU) stay in metrics.jsonl; Tune gets scalars.
+_SCALARS = (int, float, bool, str)
+
+
+def scalar_metrics(metrics: dict[str, Any]) -> dict[str, Any]:
+    return {k: v for k, v in metrics.items() if isinstance(v, _SCALARS) or v is None}
+
+
+def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str, data, run_dir: Path):
+    """The (not yet opened) W&B run of one trial."""
+    from kdseg.sweep.selection import CONTROL_KEY
+    from kdseg.tracking.run import WandbRun, run_id_for, search_column
+
+    group = sweep_dir.name
+    control = params.get(CONTROL_KEY)
+    # a no-KD control is not a search point: none of the searched values applies to it
+    search = (
+        {}
+        if control is not None
+        else {search_column(k): v for k, v in params.items() if isinstance(v, (int, float, str, bool))}
+    )
+    return WandbRun(
+        cfg,
+        run_dir,
+        group=group,
+        name=trial_id,
+        run_id=run_id_for(group, trial_id),
+        job_type="sweep-trial",
+        extra_config={
+            "sweep_name": group,
+            "trial_id": trial_id,
+            "search": search,
+            **({"control": control} if control is not None else {}),
+        },
+        class_names=getattr(data, "class_names", None),
+        state_dir=sweep_dir,
+        # beside run/, not in it: run/ is what Tune copies into every checkpoint
+        wandb_dir=run_dir.parent,
+    )
+
+
+class _TrialExit:
+    """Lets Ray Tune's stop of a trial wait (at most ``timeout`` s) for the trial to wind down.
+
+    Tune stops a function trainable (ASHA, max_t reached) by releasing its training thread, which
+    then exits inside ``tune.report``, and ends the worker at once: a W&B run being finished in that
+    thread, and the wandb-core process with its unwritten records, would be killed midway. While the
+    thread waits inside ``tune.report`` (``in_report``), the session's ``finish`` is made to wait for
+    ``done`` (set when the trainable returns); a thread still busy training is not waited for.
+    Best effort: if Ray's internals differ, nothing is wrapped.
+    """
+
+    def __init__(self, timeout: float = 20.0):
+        self.done = threading.Event()
+        self.in_report = threading.Event()
+        self.timeout = timeout
+        try:
+            from kdseg.sweep.ray_private import train_session
+
+            session = train_session()
+            # a reused actor keeps its session: wrap Ray's own finish, never a previous trial's wrapper
+            original = getattr(session, "_kdseg_ray_finish", None) or session.finish
+        except Exception:
+            return
+
+        def finish(*args, **kwargs):
+            stopping_in_report = self.in_report.is_set()  # before the thread is released
+            try:
+                return original(*args, **kwargs)
+            finally:
+                if stopping_in_report:
+                    self.done.wait(self.timeout)
+
+        try:
+            session._kdseg_ray_finish = original
+            session.finish = finish
+        except Exception:
+            pass
+
+    def report(self, *args, **kwargs) -> None:
+        """``tune.report``, marked as the point where a stop makes this thread exit."""
+        self.in_report.set()
+        try:
+            tune.report(*args, **kwargs)
+        finally:
+            self.in_report.clear()
+
+
+def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | None = None) -> None:
+    exit_ = _TrialExit()
+    try:
+        _run_trial(params, spec, data, sweep_dir, exit_.report)
+    finally:
+        exit_.done.set()
+
+
+def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report_to_tune=tune.report) -> None:
+    from kdseg.config import config_to_dict
+    from kdseg.sweep.faults import FaultInjector
+    from kdseg.sweep.selection import score_metrics
+    from kdseg.sweep.space import describe_trial, trial_config, trial_label
+    from kdseg.sweep.teacher_stage import fill_teacher
+
+    cfg = fill_teacher(trial_config(spec, params), sweep_dir)  # teacher.checkpoint: train -> its student.pt
+    trial_id = tune.get_context().get_trial_id()
+    # The run folder lives in the sweep folder (shared storage on a cluster), not Ray's local staging dir.
+    run_dir = trial_run_dir(Path(sweep_dir), trial_id)
+    resume = None
+    restored = None
+    done = {"epoch": 0}  # the last epoch this trial has finished (restored or reported)
+    recovered: dict[str, str] = {}  # a damaged checkpoint this attempt started again without
+    checkpoint = tune.get_checkpoint()
+    if checkpoint is not None:
+        restored = Path(tempfile.mkdtemp(prefix="kdseg-restore-"))
+        checkpoint.to_directory(str(restored))
+        if (restored / FULL_CHECKPOINT).exists():
+            resume = restored / FULL_CHECKPOINT
+            # metrics.jsonl of the restored attempt continues from the checkpoint's epochs
+            done["epoch"] = copy_metrics(restored, run_dir)
+        else:  # pruned when the trial finished before a driver crash: run it again from scratch
+            log.warning(
+                "trial %s: its checkpoint holds no %s; restarting from scratch", trial_id, FULL_CHECKPOINT
+            )
+            drop_metrics(run_dir)
+
+    last: dict[str, Any] = {}
+    wb = trial_wandb_run(cfg, params, Path(sweep_dir), trial_id, data, run_dir)
+    sweep = spec.sweep
+    # what every result carries besides the epoch's metrics: the trial's identity and its student's cost
+    static = {
+        "label": trial_label(spec, params),
+        **describe_trial(cfg),
+        **_student_cost(cfg, Path(sweep_dir)),
+    }
+
+    def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+        nonlocal last
+        done["epoch"] = int(metrics.get("epoch") or done["epoch"] + 1)
+        metrics = {**metrics, **recovered, **static}
+        if metrics.get("gflops") and metrics.get("val_miou") is not None:
+            metrics["iou_per_gflop"] = metrics["val_miou"] / metrics["gflops"]
+        # the one score ASHA and the study follow (a control's floor is set when the sweep finalises)
+        metrics.update(score_metrics(sweep.objective, metrics, sweep.quality_floor))
+        wb.log_epoch(metrics)  # before tune.report: a stopped trial exits inside tune.report
+        if (metrics.get("epoch") or 0) >= cfg.train.epochs:
+            wb.finish("completed")  # the last epoch: close the W&B run before Tune ends the trial
+        last = scalar_metrics(metrics)
+        if ckpt_dir is None:
+            report_to_tune(last)
+            return
+        report_to_tune(last, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        # Tune has persisted its copy; the run folder keeps the small files, not a second full checkpoint.
+        (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)
+
+    faults = FaultInjector(
+        getattr(spec, "faults", None) or [], config_to_dict(cfg), trial_id, Path(sweep_dir)
+    )
+
+    def on_step(step: int, _total: int) -> None:
+        faults.on_step(done["epoch"] + 1, step)
+
+    def run(resume_from):
+        train_kd(
+            cfg,
+            data,
+            report,
+            run_dir=run_dir,
+            resume=resume_from,
+            hooks=wb.hooks,
+            keep_last_checkpoint=False,
+            on_step=on_step if faults else None,
+        )
+
+    with wb:
+        try:
+            try:
+                run(resume)
+            except CheckpointError as e:
+                if resume is None:
+                    raise
+                # a truncated or corrupted checkpoint: say so, and start the trial again from scratch
+                # name the checkpoint as stored (Tune's copy), not the temporary folder it was read from
+                msg = str(e).replace(str(restored), str(checkpoint.path))
+                log.warning("trial %s: %s; restarting from scratch", trial_id, msg)
+                recovered["recovered"] = f"restarted from scratch: {msg}"[:500]
+                drop_metrics(run_dir)
+                done["epoch"] = 0
+                run(None)
+        except Diverged as e:
+            # A NaN/inf loss ends this trial as 'diverged': reported, not retried, not a crash.
+            wb.finish("diverged", error=str(e))
+            final = {k: v for k, v in last.items() if not (isinstance(v, float) and math.isnan(v))}
+            # ASHA compares numbers: a diverged student scores below any student that reported (a score
+            # under the floor is > -1); the leaderboard shows it as 'diverged', the study as FAIL.
+            final = {**static, "student_params": 0, **final}
+            final.update(diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0, score=-1.0)
+            report_to_tune(final)
+        finally:
+            if restored is not None:
+                shutil.rmtree(restored, ignore_errors=True)
+
+
+def _student_cost(cfg, sweep_dir: Path) -> dict[str, float]:
+    """GFLOPs and batch-1 latency of the trial's student, measured once per sweep (kdseg.bench cache).
+
+    Latency is measured on the trial's device with one thread, beside whatever else the node runs at
+    that moment: compare it between students of one sweep, not across machines.
+    """
+    import torch
+
+    from kdseg.deploy.bench import student_cost
+
+    device = "cuda" if cfg.train.device != "cpu" and torch.cuda.is_available() else "cpu"
+    cost = student_cost(
+        cfg.student, cfg.data.num_classes, tuple(cfg.data.image_size), cache_dir=sweep_dir, device=device
+    )
+    return {"gflops": cost["gflops"], "latency_ms": cost["latency_ms"]}
+
+
+class PruneFinishedCheckpoints(tune.Callback):
+    """Drop the full (teacher + student + optimiser) checkpoints of every trial that has finished.
+
+    Only an unfinished trial can be resumed, and a full checkpoint of two UNets with Adam state is
+    hundreds of MB. A finished trial keeps its run folder: config.yaml, metrics.jsonl, student.pt.
+    """
+
+    def __init__(self, sweep_dir: str):
+        self.sweep_dir = sweep_dir
+
+    def _prune(self, trial) -> None:
+        ckpt = trial.checkpoint
+        if ckpt is not None and ckpt.path and Path(ckpt.path).is_dir():
+            for name in (FULL_CHECKPOINT, STUDENT_CHECKPOINT):  # run/ keeps the student
+                (Path(ckpt.path) / name).unlink(missing_ok=True)
+        (trial_run_dir(Path(self.sweep_dir), trial.trial_id) / FULL_CHECKPOINT).unlink(missing_ok=True)
+
+    def on_trial_complete(self, iteration, trials, trial, **info):
+        self._prune(trial)
+
+    def on_trial_error(self, iteration, trials, trial, **info):
+        self._prune(trial)
+
+
+def _last_line(text: str | None) -> str:
+    lines = [ln.strip() for ln in (text or "").strip().splitlines() if ln.strip()]
+    return lines[-1][:300] if lines else "unknown error"
+
+
+class ReportRecoveries(tune.Callback):
+    """Tell the user, on the driver's console, about trials that survived a fault.
+
+    A failed attempt that Tune retries (``sweep.max_failures``) and a trial that found its checkpoint
+    damaged and started again from scratch leave no trace in the live table otherwise.
+    """
+
+    def __init__(self, max_failures: int):
+        self.max_failures = max_failures
+        self._told: set[str] = set()
+
+    def _say(self, text: str) -> None:
+        import sys
+
+        print(f"kdseg: {text}", file=sys.stderr, flush=True)
+
+    def on_trial_recover(self, iteration, trials, trial, **info):
+        try:
+            error = _last_line(trial.get_error())
+        except Exception:  # cosmetic: never break the sweep for a message
+            error = "unknown error"
+        limit = "unlimited" if self.max_failures < 0 else str(self.max_failures)
+        self._say(
+            f"trial {trial.trial_id} failed ({error}); retrying from its last checkpoint "
+            f"(failure {trial.num_failures}, sweep.max_failures {limit})"
+        )
+
+    def on_trial_result(self, iteration, trials, trial, result, **info):
+        note = result.get("recovered")
+        if note and trial.trial_id not in self._told:
+            self._told.add(trial.trial_id)
+            self._say(f"trial {trial.trial_id}: {note}")

@@ -1,0 +1,1 @@
+"""Experiment tracking: W&B runs, their mode, hardware metrics and epoch images."""
