@@ -267,8 +267,8 @@ def train_teacher(config: dict[str, Any], data, folder: str, report=None) -> dic
     The body of the stage's Ray task, and an ordinary function (experiments/kd_benefit.py, tests);
     ``report(metrics, checkpoint_dir)`` is :func:`kdseg.train.train_kd`'s per-epoch callback.
     """
-    from kdseg.layout import FULL_CHECKPOINT, METRICS_FILE
     from kdseg.fileio import atomic_write
+    from kdseg.layout import FULL_CHECKPOINT, METRICS_FILE
     from kdseg.train import train_kd
 
     run_dir = Path(folder)
