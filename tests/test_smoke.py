@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import csv
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -47,17 +44,13 @@ def test_missing_dataset_names_the_fix(tmp_path, capsys, monkeypatch) -> None:
 
 
 @pytest.mark.slow
-def test_smoke_run_of_backbones_on_lyft_samples(tmp_path, shared_data) -> None:
+def test_smoke_run_of_backbones_on_lyft_samples(tmp_path, shared_data, kdseg) -> None:
     root = shared_data / "lyft_udacity_samples"
-    env = {**os.environ, "WANDB_MODE": "disabled"}
-    proc = subprocess.run(
-        [sys.executable, "-c", "from kdseg.cli import sweep_main; raise SystemExit(sweep_main())"]
-        + [str(BACKBONES), "--smoke", "--set", f"data.root={root}", "--out", str(tmp_path), "--name", "bb"],
-        cwd=REPO,
-        env=env,
-        text=True,
-        capture_output=True,
+    proc = kdseg(
+        *(BACKBONES, "--smoke", "--set", f"data.root={root}", "--out", tmp_path, "--name", "bb"),
+        env=kdseg.env(WANDB_MODE="disabled"),
         timeout=900,
+        command=kdseg.kdseg_sweep,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     assert "--smoke: a CPU dry run" in proc.stderr
