@@ -25,6 +25,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tests run tiny CPU models: on one intra-op thread they are faster, and far faster on a shared
+    machine (:func:`tests.fixtures_layouts.one_torch_thread`); kdseg subprocesses too (``KdsegCLI.env``)."""
+    from tests.fixtures_layouts import one_torch_thread
+
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Generated datasets go to a per-session cache, not ~/.cache/kdseg."""
     cache = tmp_path_factory.mktemp("kdseg-cache")

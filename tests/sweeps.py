@@ -36,10 +36,11 @@ class KdsegCLI:
 
     @staticmethod
     def env(base: dict[str, str] | None = None, **overrides: str) -> dict[str, str]:
-        """``base`` (default: this process's environment) with W&B offline unless ``base`` sets a mode,
-        this checkout first on PYTHONPATH, and ``overrides``."""
+        """``base`` (default: this process's environment) with W&B offline and one OpenMP thread unless
+        ``base`` says otherwise, this checkout first on PYTHONPATH, and ``overrides``."""
         env = dict(os.environ if base is None else base)
         env.setdefault("WANDB_MODE", "offline")
+        env.setdefault("OMP_NUM_THREADS", "1")  # tiny models; two spinning threads on a busy machine crawl
         path = [p for p in env.get("PYTHONPATH", "").split(os.pathsep) if p and Path(p).resolve() != REPO]
         env["PYTHONPATH"] = os.pathsep.join([str(REPO), *path])
         return {**env, **overrides}

@@ -33,12 +33,6 @@ MODE_RUNS = {
 
 
 @pytest.fixture(scope="module")
-def data(synth_dir):
-    cfg = validate_config(tiny_config(synth_dir))
-    return load_data(cfg.data)
-
-
-@pytest.fixture(scope="module")
 def small(tmp_path_factory):
     """12 generated 32x32 scenes and their data: the plumbing runs need no more (``one_step``)."""
     from kdseg.data import write_synth
@@ -120,19 +114,27 @@ def test_alternations_run(small, alternation):
         assert reports[0]["train_loss_soft"] == 0 and reports[1]["train_loss_hard"] == 0
 
 
-def test_two_epochs_of_online_kd_raise_student_miou(synth_dir, data, tmp_path):
-    """The student learns: after two epochs its mIoU is clearly above the untrained network's."""
+def test_two_epochs_of_online_kd_raise_student_miou(tmp_path):
+    """The student learns: after two epochs its mIoU is clearly above the untrained network's
+    (48 generated 32x32 scenes, a UNet-ResNet18 teaching a UNet-ResNet18, every step of both epochs)."""
+    from kdseg.data import make_loaders, write_synth
     from kdseg.train import evaluate, make_accelerator
 
-    cfg = validate_config(tiny_config(synth_dir, train={"epochs": 2, "batch_size": 4, "lr": 2e-3}))
+    root = write_synth(tmp_path / "scenes", n=48, size=(32, 32), seed=0)
+    cfg = validate_config(
+        small_config(
+            root,
+            teacher={"arch": "Unet", "encoder": "resnet18"},
+            train={"epochs": 2, "batch_size": 4, "lr": 2e-3},
+        )
+    )
+    data = load_data(cfg.data)
     untrained = build_model(cfg.student, data.num_classes)
     torch.manual_seed(0)
-    from kdseg.data import make_loaders
-
     _, val = make_loaders(data, cfg.data, 4, 0, 0)
     before = evaluate(untrained, val, data.num_classes, data.ignore_index, make_accelerator(cfg))["miou"]
-    train_kd(cfg, data, run_dir=tmp_path)
-    rows = read_metrics(tmp_path)
+    train_kd(cfg, data, run_dir=tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["student_val_miou"] > before + 0.02, (before, rows)
     assert rows[-1]["student_val_miou"] > rows[0]["student_val_miou"]
@@ -140,7 +142,9 @@ def test_two_epochs_of_online_kd_raise_student_miou(synth_dir, data, tmp_path):
 
 def test_run_folder_contract(small, tmp_path):
     root, data = small
-    cfg = validate_config(small_config(root, train={"epochs": 1, "max_steps_per_epoch": 2}))
+    cfg = validate_config(
+        small_config(root, teacher={"arch": "Unet", "encoder": "resnet18"}, train={"max_steps_per_epoch": 2})
+    )
     train_kd(cfg, data, run_dir=tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "student.pt", "checkpoint.pt"} <= names
@@ -163,7 +167,12 @@ def test_run_folder_contract(small, tmp_path):
 
 def test_resume_is_identical_to_an_uninterrupted_run(small, tmp_path):
     root, data = small
-    sections = dict(train={"epochs": 2, "max_steps_per_epoch": 3}, distill={"sites": ["decoder", "logits"]})
+    sections = dict(
+        teacher={"arch": "Unet", "encoder": "resnet18"},  # the smallest pair with adapters: light checkpoints
+        student={"arch": "lightweight_unet", "width": 0.5},
+        train={"epochs": 2, "max_steps_per_epoch": 3},
+        distill={"sites": ["decoder", "logits"]},
+    )
     straight = tmp_path / "straight"
     train_kd(validate_config(small_config(root, **sections)), data, run_dir=straight)
 
@@ -205,7 +214,8 @@ def test_nan_loss_raises_diverged(small):
 
 def test_channels_last_gives_the_same_first_step(small):
     """train.channels_last changes the memory layout only: same weights, same first loss."""
-    nhwc = one_step(small, train={"channels_last": True})
-    nchw = one_step(small)
+    r18 = {"arch": "Unet", "encoder": "resnet18"}
+    nhwc = one_step(small, teacher=r18, train={"channels_last": True})
+    nchw = one_step(small, teacher=r18)
     assert nchw["train_loss_feature"] == 0  # logits only (the default): no feature term
     assert nhwc["train_loss"] == pytest.approx(nchw["train_loss"], rel=1e-4)
