@@ -96,7 +96,7 @@ def test_trial_folders_hold_images_and_an_offline_wandb_run(sweep, tiny_sweep):
                 assert png.read_bytes().startswith(PNG), png
         (folder,) = offline_runs(trial)
         wb = read_offline_run(folder)
-        assert wb.group == "rep" and wb.name == row["trial_id"] and wb.exited
+        assert wb.group == tiny_sweep.name and wb.name == row["trial_id"] and wb.exited
         assert wb.config["trial_id"] == row["trial_id"]
         if row["mode"] == "none":  # the no-KD control: no searched value applies to it
             assert wb.config["search"] == {} and wb.config["control"] == row["label"]

@@ -19,7 +19,7 @@ def test_smoke_keeps_the_question_and_shrinks_the_cost() -> None:
     full = load_space(BACKBONES)
     small = load_space(BACKBONES, smoke_overrides(BACKBONES, []))
     assert small.space.keys() == full.space.keys() and searched_keys(small) == searched_keys(full)
-    assert small.sweep.num_samples == grid_size(full) == 6  # every pair once, baseline included
+    assert small.sweep.num_samples == grid_size(full) + 1 == 6  # every KD pair once, and the no-KD control
     assert small.sweep.asha.max_t == 2 and small.sweep.resources_per_trial.gpu == 0
     cfg = small.base_config
     assert tuple(cfg.data.image_size) == (64, 64) and cfg.train.device == "cpu"
