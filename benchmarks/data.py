@@ -4,6 +4,8 @@ The data are generated road scenes (carla layout) at twice ``--size``, decoded o
 ``kdseg.data.load_data`` (the decoded cache every trial shares); augmentation is the experiments'
 (random resized crop, flip, colour jitter, ImageNet normalisation). Three measurements, one process:
 
+The generated scenes' generation time is printed first (``synth_generate_s`` in the JSON line).
+
 1. ``loader``: ``kdseg.data.make_loaders`` + ``accelerator.prepare`` (exactly what ``train_kd`` builds)
    iterated alone for each ``--workers`` setting: images/s delivered, and the first batch's latency
    (worker start) separately.
@@ -212,7 +214,14 @@ def main() -> None:
         work = args.out.resolve()
         work.mkdir(parents=True, exist_ok=True)
     try:
+        t = time.perf_counter()
         root = synth_data(work, n=args.n, size=(2 * h, 2 * w))
+        synth_s = time.perf_counter() - t
+        print(
+            f"data: {args.n} scenes of {2 * h}x{2 * w} generated in {synth_s:.2f} s "
+            f"({args.n / synth_s:.0f} images/s; reused as they are when --out already holds them)",
+            flush=True,
+        )
         cfg0 = build_cfg(args, root, workers[0])
         t = time.perf_counter()
         data = load_data(cfg0.data)
@@ -299,6 +308,7 @@ def main() -> None:
                 "device": args.device,
                 "teacher": args.teacher,
                 "student": args.student,
+                "synth_generate_s": synth_s,
                 "decode_s": decode_s,
                 "train_images": len(data.train),
             },

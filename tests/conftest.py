@@ -1,4 +1,5 @@
-"""Shared fixtures: generated datasets on disk, tiny training configs, the shared real samples."""
+"""Shared fixtures: generated datasets on disk, tiny training configs, the shared real samples, the
+``kdseg`` command runner and the one shared sweep (helpers in :mod:`tests.sweeps`)."""
 
 from __future__ import annotations
 
@@ -24,6 +25,15 @@ def shared_data() -> Path:
 
 
 @pytest.fixture(scope="session", autouse=True)
+def _one_torch_thread():
+    """Tests run tiny CPU models: on one intra-op thread they are faster, and far faster on a shared
+    machine (:func:`tests.fixtures_layouts.one_torch_thread`); kdseg subprocesses too (``KdsegCLI.env``)."""
+    from tests.fixtures_layouts import one_torch_thread
+
+    yield from one_torch_thread()
+
+
+@pytest.fixture(scope="session", autouse=True)
 def _isolated_cache(tmp_path_factory):
     """Generated datasets go to a per-session cache, not ~/.cache/kdseg."""
     cache = tmp_path_factory.mktemp("kdseg-cache")
@@ -44,6 +54,27 @@ def synth_dir(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("synth") / "scenes"
     write_synth(out, n=48, size=(64, 64), seed=0)
     return out
+
+
+@pytest.fixture(scope="session")
+def kdseg():
+    """``kdseg(*args, cwd=, env=, timeout=)``: ``python -m kdseg.cli`` as a subprocess of this checkout,
+    W&B offline, output captured; ``kdseg.popen(*args)`` starts it; ``kdseg.env(**overrides)``."""
+    from tests.sweeps import KdsegCLI
+
+    return KdsegCLI()
+
+
+@pytest.fixture(scope="session")
+def tiny_sweep(tmp_path_factory, kdseg):
+    """One real tiny sweep for the whole session (:func:`tests.sweeps.run_tiny_sweep`), read by
+    test_sweep, test_report and test_evaluate. Tests must not change it (``kdseg report`` writing
+    report.html excepted: every test that reads report.html writes it first)."""
+    from tests.sweeps import run_tiny_sweep
+
+    sweep = run_tiny_sweep(kdseg, tmp_path_factory.mktemp("tiny-sweep"))
+    assert sweep.proc.returncode == 0, sweep.proc.stdout[-3000:] + sweep.proc.stderr[-3000:]
+    return sweep
 
 
 def tiny_config(root: Path, **sections) -> dict:

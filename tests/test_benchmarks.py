@@ -70,6 +70,7 @@ def test_data_benchmark_compares_loader_with_step(tmp_path):
         *("--loader-epochs", "1", "--teacher", "resnet18", "--device", "cpu", "--out", str(tmp_path)),
     )
     assert has_table(out) and "wait fraction" in out
+    assert "data: 10 scenes of 64x64 generated in" in out and r["settings"]["synth_generate_s"] > 0
     s = r["summary"]
     assert s["step_images_per_s"] > 0 and set(s["loader_images_per_s"]) == {"0", "1"}
     assert 0.0 <= s["wait_fraction"]["1"] <= 1.0 and isinstance(s["target_met"], bool)

@@ -16,7 +16,6 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
@@ -24,7 +23,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_config, tiny_space
+from tests.conftest import REPO
+from tests.sweeps import write_space
 
 DOCKER = REPO / "docker"
 # Ray's own log-tailing client (ray/dashboard/modules/job/sdk.py) still passes ssl=None to aiohttp.
@@ -46,50 +46,11 @@ def need_tool(name: str) -> str:
 # ------------------------------------------------------------------------------- the command
 
 
-def _submit_wired() -> bool:
-    from kdseg.cli import app as cli
-
-    sub = next(a for a in cli.build_parser()._actions if isinstance(a, argparse._SubParsersAction))
-    return "submit" in sub.choices
-
-
-# Until kdseg.cli registers the cluster commands, run them through the same parser plus
-# kdseg.cli.cluster.add_cluster_parsers; once it does, the tests run the real `python -m kdseg.cli`.
-_RUNNER = """
-import argparse, sys
-from kdseg.cli import app as cli
-from kdseg.cli.cluster import add_cluster_parsers
-p = cli.build_parser()
-sub = next(a for a in p._actions if isinstance(a, argparse._SubParsersAction))
-if "submit" not in sub.choices:
-    add_cluster_parsers(sub)
-args = p.parse_args(sys.argv[1:])
-sys.exit(cli._run(args.func, args))
-"""
-
-
-def kdseg(*args, env=None, timeout=300):
-    cmd = [sys.executable, "-m", "kdseg.cli"] if _submit_wired() else [sys.executable, "-c", _RUNNER]
-    return subprocess.run(
-        [*cmd, *map(str, args)],
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "offline", **(env or {})},
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
-
-
 def kdseg_here(*args) -> int:
     """The same command line, run in this process; returns its exit status."""
-    from kdseg.cli import app as cli
-    from kdseg.cli.cluster import add_cluster_parsers
+    from kdseg import cli
 
-    parser = cli.build_parser()
-    sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "submit" not in sub.choices:
-        add_cluster_parsers(sub)
-    ns = parser.parse_args([str(a) for a in args])
+    ns = cli.build_parser().parse_args([str(a) for a in args])
     return cli._run(ns.func, ns)
 
 
@@ -99,14 +60,16 @@ def kdseg_here(*args) -> int:
 def make_project(root: Path, data_root: Path, *, num_samples=3, max_t=2) -> Path:
     """A small project: pyproject marker, experiments/base.yaml, search_spaces/space.yaml, and things
     that must stay behind (outputs, data, a venv, .git, credentials)."""
-    (root / "experiments").mkdir(parents=True)
-    (root / "search_spaces").mkdir()
+    path = write_space(
+        root / "experiments",
+        data_root,
+        base={"train": {"batch_size": 8, "max_steps_per_epoch": 2}},
+        base_name="../experiments/base.yaml",
+        space_path=root / "search_spaces" / "space.yaml",
+        num_samples=num_samples,
+        max_t=max_t,
+    )
     (root / "pyproject.toml").write_text('[project]\nname = "kd-cluster-test"\nversion = "0"\n')
-    base = tiny_config(data_root, train={"batch_size": 8, "max_steps_per_epoch": 2})
-    (root / "experiments" / "base.yaml").write_text(yaml.safe_dump(base))
-    space = tiny_space("../experiments/base.yaml", num_samples=num_samples, max_t=max_t)
-    path = root / "search_spaces" / "space.yaml"
-    path.write_text(yaml.safe_dump(space))
     # must not be shipped
     (root / ".env").write_text("WANDB_API_KEY=do-not-ship\n")
     (root / ".netrc").write_text("machine api.wandb.ai login user password do-not-ship\n")
@@ -347,7 +310,7 @@ def _wait_for_jobs_api(head: RayHead, timeout: float = 90) -> None:
 
 
 @pytest.mark.slow
-def test_submit_runs_sweep_on_cluster(ray_head, tmp_path, synth_dir):
+def test_submit_runs_sweep_on_cluster(ray_head, tmp_path, synth_dir, kdseg):
     space = make_project(tmp_path / "proj", synth_dir, num_samples=2, max_t=2)
     shared = tmp_path / "shared"
     job = "kdseg-e2e-" + secrets.token_hex(3)
@@ -386,7 +349,7 @@ def test_submit_runs_sweep_on_cluster(ray_head, tmp_path, synth_dir):
 
 
 @pytest.mark.slow
-def test_failing_job_exits_nonzero(ray_head, tmp_path, monkeypatch, capsys):
+def test_failing_job_exits_nonzero(ray_head, tmp_path, monkeypatch, capsys, kdseg):
     # valid here, fails on the cluster: the dataset folder does not exist there
     space = make_project(tmp_path / "proj", tmp_path / "no-such-dataset")
     address = ray_head.address
@@ -450,13 +413,10 @@ def _commands_exist(command: str, where: str) -> None:
     """kdseg and ray subcommands named in a manifest exist; repository files it names exist."""
     from ray.scripts.scripts import cli as ray_cli
 
-    from kdseg.cli import app as cli
-    from kdseg.cli.cluster import add_cluster_parsers
+    from kdseg import cli
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
-    if "submit" not in sub.choices:
-        add_cluster_parsers(sub)
     start = r"(?:^|(?<=[\s;&|(`'\"]))"
     for m in re.finditer(start + r"kdseg(-sweep)?[ \t]+([a-z][\w-]*)", command, re.M):
         if m.group(1) is None:

@@ -288,34 +288,23 @@ def test_eval_on_test_writes_beside_the_run(camvid_run, capsys):
 
 
 @pytest.mark.slow
-def test_sweep_with_final_eval(tmp_path):
-    """A real sweep with ``final_eval: {top_k: 2}``: test_miou on its two best rows and on no other."""
-    from kdseg.data import write_synth
+def test_sweep_with_final_eval(tiny_sweep, kdseg):
+    """A real sweep with ``final_eval: {top_k: 2}`` (conftest ``tiny_sweep``): test_miou on its two best
+    rows and on no other."""
     from kdseg.sweep.ranking import read_leaderboard_csv
-    from tests.conftest import tiny_space
-    from tests.test_sweep import kdseg
 
-    data = tmp_path / "data"
-    for split, n in (("train", 8), ("val", 4), ("test", 4)):
-        write_synth(data / split, n=n, size=(32, 32), seed=len(split))
-    base = tiny_config(data, data={"image_size": [32, 32]}, train={"batch_size": 4, "max_steps_per_epoch": 1})
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump(base))
-    space = tiny_space("base.yaml", num_samples=3, max_t=1, final_eval={"top_k": 2})
-    (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
-    out = kdseg("sweep", str(tmp_path / "space.yaml"), "--out", str(tmp_path / "runs"), "--name", "fe")
-    assert out.returncode == 0, out.stdout + out.stderr
-    sweep_dir = tmp_path / "runs" / "fe"
+    sweep_dir = tiny_sweep.sweep_dir
     rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
-    assert len(rows) == 3 and "test_miou" in rows[0]
+    assert len(rows) == tiny_sweep.num_samples and "test_miou" in rows[0]
     chosen = [r["trial_id"] for r in rows if r["status"] not in ("error", "diverged")][:2]
     assert [r["trial_id"] for r in rows if r["test_miou"] is not None] == chosen
     assert all(0.0 <= r["test_miou"] <= 1.0 for r in rows if r["trial_id"] in chosen)
     summary = json.loads((sweep_dir / "final_eval.json").read_text())
     assert [r["name"] for r in summary["results"]] == chosen
-    assert "final evaluation of the top 2" in out.stderr
-    refused = kdseg("export", str(sweep_dir), "--rank-by", "test_miou")
+    assert "final evaluation of the top 2" in tiny_sweep.proc.stderr
+    refused = kdseg("export", sweep_dir, "--rank-by", "test_miou")
     assert refused.returncode == 2 and "never used for selection" in refused.stderr
-    report = kdseg("report", str(sweep_dir), "--wandb", "never")
+    report = kdseg("report", sweep_dir, "--wandb", "never")
     assert report.returncode == 0, report.stderr
     assert 'id="val-vs-test"' in (sweep_dir / "report.html").read_text()
 

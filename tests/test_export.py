@@ -50,7 +50,9 @@ CASES = {
 def test_best_config_leaves_out_what_does_not_apply_and_trains(case, tmp_path, synth_dir, capsys):
     sections, left_out, kept = CASES[case]
     cfg = tiny_config(
-        synth_dir, train={"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0}
+        synth_dir,
+        data={"image_size": [32, 32]},
+        train={"epochs": 1, "batch_size": 4, "max_steps_per_epoch": 2, "num_workers": 0},
     )
     for name, values in sections.items():
         cfg[name] = {**cfg.get(name, {}), **values}

@@ -9,16 +9,13 @@ fails on purpose through the space file's ``faults:`` rules (:mod:`kdseg.sweep.f
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
 from kdseg.sweep.ranking import read_leaderboard_csv
-from tests.conftest import REPO, tiny_config
+from tests.conftest import tiny_config
 from tests.test_sweep import check_consistent
 
 FAKE_KEY = "kdsegfake" + "5a5a5a5a5a5a5a5a" * 2  # a configured "API key" that must never be written
@@ -86,28 +83,12 @@ def fault_space(folder: Path, data: Path, **sweep) -> Path:
 
 
 @pytest.fixture(scope="module")
-def fault_sweep(tmp_path_factory, data32):
+def fault_sweep(tmp_path_factory, data32, kdseg):
     """The sweep, run as a user runs it, W&B offline with a (fake) API key configured."""
     folder = tmp_path_factory.mktemp("fault-sweep")
     space = fault_space(folder, data32)
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kdseg.cli",
-            "sweep",
-            str(space),
-            "--out",
-            str(folder / "runs"),
-            "--name",
-            "f",
-        ],
-        cwd=REPO,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=600,
+    out = kdseg(
+        "sweep", space, "--out", folder / "runs", "--name", "f", env=kdseg.env(WANDB_API_KEY=FAKE_KEY)
     )
     sweep_dir = folder / "runs" / "f"
     rows = (

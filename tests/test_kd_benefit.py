@@ -27,6 +27,7 @@ def test_kd_benefit_runs_both_arms_and_resumes(tmp_path: Path, synth_dir: Path, 
         "--out", str(out),
         "--set", "data.format=carla", f"data.root={synth_dir}", "train.epochs=1",
         "train.max_steps_per_epoch=1", "student.arch=lightweight_unet", "student.width=0.25",
+        "data.image_size=[32,32]", "teacher.encoder=resnet18",  # plumbing: the smallest that runs
     ]  # fmt: skip
     assert kd_benefit.main(args) == 0
     result = json.loads((out / "results.json").read_text())

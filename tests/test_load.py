@@ -4,16 +4,13 @@ once and consistently in the leaderboard, Ray Tune's results and the Optuna stud
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import optuna
 import pytest
 import yaml
 
-from tests.conftest import REPO, tiny_config
+from tests.conftest import tiny_config
 from tests.test_sweep import check_consistent
 
 N = 50
@@ -27,7 +24,7 @@ def ray_cpus() -> int:
     return max(1, int(get_num_cpus()))
 
 
-def test_fifty_short_trials_oversubscribed(tmp_path):
+def test_fifty_short_trials_oversubscribed(tmp_path, kdseg):
     from kdseg.data import write_synth
 
     data = write_synth(tmp_path / "scenes", n=8, size=(32, 32), seed=0)
@@ -54,13 +51,15 @@ def test_fifty_short_trials_oversubscribed(tmp_path):
         },
     }
     (tmp_path / "space.yaml").write_text(yaml.safe_dump(space))
-    out = subprocess.run(
-        [sys.executable, "-m", "kdseg.cli", "sweep", "space.yaml", "--out", "runs", "--name", "load"],
+    out = kdseg(
+        "sweep",
+        "space.yaml",
+        "--out",
+        "runs",
+        "--name",
+        "load",
         cwd=tmp_path,
-        env={**os.environ, "WANDB_MODE": "disabled", "PYTHONPATH": str(REPO)},
-        text=True,
-        capture_output=True,
-        timeout=600,
+        env=kdseg.env(WANDB_MODE="disabled"),
     )
     assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     sweep_dir = tmp_path / "runs" / "load"

@@ -10,12 +10,10 @@ import os
 import re
 import shutil
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-import yaml
 
 from kdseg.cli.report import add_report_parser
 from kdseg.errors import KdsegError
@@ -24,10 +22,8 @@ from kdseg.report.load import load_sweep
 from kdseg.report.wandb_report import wandb_report_spec
 from kdseg.tracking.run import finish_sweep, search_column
 from kdseg.tracking.wandb_records import offline_runs, read_offline_run
-from tests.conftest import REPO
-from tests.test_sweep import write_space
+from tests.sweeps import write_space
 
-FAKE_KEY = "kdsegfake" + "fedcba9876543210" * 2  # a configured "API key" that must never be written
 PNG = b"\x89PNG\r\n\x1a\n"
 SECTIONS = ("summary", "leaderboard", "pareto", "curves", "effects", "per-class", "hardware", "wandb")
 
@@ -85,41 +81,16 @@ def check_images(page: Page) -> None:
 
 
 @pytest.fixture(scope="module")
-def sweep(tmp_path_factory, synth_dir) -> Path:
-    """2 trials x at most 2 epochs on local Ray, W&B offline with a (fake) API key configured."""
-    folder = tmp_path_factory.mktemp("report-sweep")
-    # no quality floor: 2 epochs of 3 steps teach nobody much, and this tests the report, not the floor
-    space = write_space(folder, synth_dir, num_samples=2, max_t=2, quality_floor=0.0)
-    base = yaml.safe_load((folder / "base.yaml").read_text())
-    base["tracking"] = {"wandb": {"mode": "auto", "log_images_every": 1}}
-    (folder / "base.yaml").write_text(yaml.safe_dump(base))
-    env = {**os.environ, "WANDB_MODE": "offline", "WANDB_API_KEY": FAKE_KEY}
-    out = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "kdseg.cli",
-            "sweep",
-            str(space),
-            "--out",
-            str(folder / "runs"),
-            "--name",
-            "rep",
-        ],
-        cwd=REPO,
-        env=env,
-        text=True,
-        capture_output=True,
-        timeout=600,
-    )
-    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-    return folder / "runs" / "rep"
+def sweep(tiny_sweep) -> Path:
+    """The shared tiny sweep (conftest ``tiny_sweep``): 4 trials x at most 2 epochs on local Ray, images
+    every epoch, W&B offline with a (fake) API key configured."""
+    return tiny_sweep.sweep_dir
 
 
 @pytest.mark.slow
-def test_trial_folders_hold_images_and_an_offline_wandb_run(sweep):
+def test_trial_folders_hold_images_and_an_offline_wandb_run(sweep, tiny_sweep):
     rows = load_sweep(sweep).rows
-    assert len(rows) == 2
+    assert len(rows) == tiny_sweep.num_samples
     for row in rows:
         trial = sweep / "tune" / row["trial_id"]
         epochs = row["epochs"]
@@ -129,7 +100,7 @@ def test_trial_folders_hold_images_and_an_offline_wandb_run(sweep):
                 assert png.read_bytes().startswith(PNG), png
         (folder,) = offline_runs(trial)
         wb = read_offline_run(folder)
-        assert wb.group == "rep" and wb.name == row["trial_id"] and wb.exited
+        assert wb.group == tiny_sweep.name and wb.name == row["trial_id"] and wb.exited
         assert wb.config["trial_id"] == row["trial_id"]
         if row["mode"] == "none":  # the no-KD control: no searched value applies to it
             assert wb.config["search"] == {} and wb.config["control"] == row["label"]
@@ -158,7 +129,7 @@ def test_finish_sweep_prints_the_sync_command(sweep):
 
 
 @pytest.mark.slow
-def test_report_html_is_complete_and_self_contained(sweep, capsys):
+def test_report_html_is_complete_and_self_contained(sweep, tiny_sweep, capsys):
     assert run_report(sweep) == 0
     out = capsys.readouterr().out
     report = sweep / "report.html"
@@ -167,7 +138,7 @@ def test_report_html_is_complete_and_self_contained(sweep, capsys):
     for sid in SECTIONS:
         assert sid in page.sections, sid
     assert any(s.startswith("samples-") for s in page.sections)
-    assert page.rows == 2
+    assert page.rows == tiny_sweep.num_samples
     check_images(page)
     plots = {img.get("data-plot") for img in page.images}
     assert {"pareto", "curves", "effects", "per-class", "predictions", "layers"} <= plots
@@ -214,14 +185,16 @@ def test_report_renders_in_headless_chromium(sweep, tmp_path):
 
 
 @pytest.mark.slow
-def test_no_api_key_in_any_file_kdseg_wrote(sweep):
+def test_no_api_key_in_any_file_kdseg_wrote(sweep, tiny_sweep):
     assert (sweep / "report.html").exists() or run_report(sweep) == 0
+    key = tiny_sweep.api_key
     checked = 0
     for path in sweep.rglob("*"):
         if path.is_file() and not path.is_symlink():
-            assert FAKE_KEY.encode() not in path.read_bytes(), path
+            assert key.encode() not in path.read_bytes(), path
             checked += 1
     assert checked > 20
+    assert key not in tiny_sweep.proc.stdout + tiny_sweep.proc.stderr
 
 
 # --------------------------------------------------------------------------- no Ray, no network
@@ -236,7 +209,8 @@ def hand_sweep(tmp_path: Path, synth_dir: Path, extra: int = 0, hard_loss: bool 
     from kdseg.sweep.ranking import build_leaderboard, write_leaderboard_csv
     from kdseg.sweep.space import load_space, spec_to_dict
 
-    spec = load_space(write_space(tmp_path, synth_dir, num_samples=4, max_t=3))
+    alpha = {"distill.alpha": {"uniform": [0.2, 0.8]}}
+    spec = load_space(write_space(tmp_path, synth_dir, extra_space=alpha, num_samples=4, max_t=3))
     sweep = tmp_path / "runs" / "hand"
     dump_yaml({**spec_to_dict(spec), "sweep_name": "hand", "storage_url": "sqlite://"}, sweep / "sweep.yaml")
     base = {

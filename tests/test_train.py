@@ -20,16 +20,35 @@ PAIRS = {
     "r34-light": ({"arch": "Unet", "encoder": "resnet34"}, {"arch": "lightweight_unet", "width": 0.5}),
 }
 ALL_SITES = ["encoder", "bottleneck", "decoder", "logits"]
+# Every mode, every pair and every feature loss at least once, each run with all four sites. What each
+# combination computes is unit tested on small networks (test_distill: every mode x feature loss x site
+# subset, adapters; test_models: every site's shapes for every architecture); these runs prove train_kd
+# wires them to real networks: taps, adapters (r50-r18: channel mismatch at every site), optimisers,
+# the offline teacher's checkpoint, the teacher's own training in online and mutual modes.
+MODE_RUNS = {
+    "online": ("r34-light", "mse"),
+    "mutual": ("r50-r18", "cwd"),
+    "offline": ("r34-r18", "cosine"),
+    "none": ("r34-light", "mse"),
+}
 
 
 @pytest.fixture(scope="module")
-def data(synth_dir):
-    cfg = validate_config(tiny_config(synth_dir))
-    return load_data(cfg.data)
+def small(tmp_path_factory):
+    """12 generated 32x32 scenes and their data: the plumbing runs need no more (``one_step``)."""
+    from kdseg.data import write_synth
+
+    root = write_synth(tmp_path_factory.mktemp("train32") / "scenes", n=12, size=(32, 32), seed=0)
+    return root, load_data(validate_config(small_config(root)).data)
 
 
-def one_step(synth_dir, data, tmp_path=None, **sections):
-    cfg = validate_config(tiny_config(synth_dir, **sections))
+def small_config(root, **sections) -> dict:
+    return tiny_config(root, **{**sections, "data": {"image_size": [32, 32], **sections.get("data", {})}})
+
+
+def one_step(small, tmp_path=None, **sections):
+    root, data = small
+    cfg = validate_config(small_config(root, **sections))
     cfg.train.max_steps_per_epoch = 1
     reports = []
     last = train_kd(cfg, data, lambda m, c: reports.append(m), run_dir=tmp_path)
@@ -39,69 +58,54 @@ def one_step(synth_dir, data, tmp_path=None, **sections):
     return last
 
 
-@pytest.fixture(scope="module")
-def teacher_ckpts(tmp_path_factory):
-    """A saved teacher state_dict per pair, for offline mode."""
-    from kdseg.config import ModelConfig
-
-    out = {}
-    folder = tmp_path_factory.mktemp("teachers")
-    for name, (teacher, _) in PAIRS.items():
-        path = folder / f"{name}.pt"
-        if not any(p.name == f"{teacher['encoder']}.pt" for p in folder.iterdir()):
-            torch.save(build_model(ModelConfig(**teacher), 13).state_dict(), path)
-        out[name] = path
-    return out
-
-
-@pytest.mark.parametrize("pair", PAIRS)
-@pytest.mark.parametrize("mode", ["online", "mutual", "offline", "none"])
-def test_every_mode_runs_a_step_with_all_sites(synth_dir, data, teacher_ckpts, pair, mode):
+@pytest.mark.parametrize("mode", MODE_RUNS)
+def test_every_mode_runs_a_step_with_all_sites(small, tmp_path, mode):
+    pair, feature_loss = MODE_RUNS[mode]
     teacher, student = PAIRS[pair]
     if mode == "offline":
-        teacher = {**teacher, "checkpoint": str(teacher_ckpts[pair])}
+        from kdseg.config import ModelConfig
+
+        path = tmp_path / "teacher.pt"
+        torch.save(build_model(ModelConfig(**teacher), 13).state_dict(), path)
+        teacher = {**teacher, "checkpoint": str(path)}
     last = one_step(
-        synth_dir, data, teacher=teacher, student=student, distill={"mode": mode, "sites": ALL_SITES}
+        small,
+        teacher=teacher,
+        student=student,
+        distill={"mode": mode, "sites": ALL_SITES, "feature_loss": feature_loss},
     )
     if mode == "none":
         assert last["teacher_val_miou"] is None and last["teacher_params"] == 0
+        assert last["train_loss_feature"] == 0 and last["train_loss_soft"] == 0
     else:
         assert last["teacher_val_miou"] is not None and last["teacher_params"] > last["student_params"]
-        assert last["train_loss_feature"] > 0  # feature sites contributed
+        assert last["train_loss_feature"] > 0 and last["train_loss_soft"] > 0  # features and logits
     if mode in ("online", "mutual"):
         assert last["teacher_train_loss"] is not None
     else:
         assert last["teacher_train_loss"] is None
 
 
-@pytest.mark.parametrize("pair", PAIRS)
-@pytest.mark.parametrize("feature_loss", ["mse", "cosine", "cwd"])
-def test_every_feature_loss_runs_at_every_site(synth_dir, data, pair, feature_loss):
-    teacher, student = PAIRS[pair]
-    last = one_step(
-        synth_dir,
-        data,
-        teacher=teacher,
-        student=student,
-        distill={"sites": ALL_SITES, "feature_loss": feature_loss},
-    )
-    assert last["train_loss_feature"] > 0 and last["train_loss_soft"] > 0
-
-
-@pytest.mark.parametrize("site", ALL_SITES)
-def test_each_site_alone(synth_dir, data, site):
+@pytest.mark.parametrize("sites", [["logits"], ["bottleneck"]])
+def test_a_site_alone_is_the_only_distilled_term(small, sites):
     teacher, student = PAIRS["r50-r18"]  # channel mismatches at every feature site: adapters
-    last = one_step(synth_dir, data, teacher=teacher, student=student, distill={"sites": [site]})
-    if site == "logits":
+    last = one_step(small, teacher=teacher, student=student, distill={"sites": sites})
+    if sites == ["logits"]:
         assert last["train_loss_soft"] > 0 and last["train_loss_feature"] == 0
     else:
         assert last["train_loss_feature"] > 0 and last["train_loss_soft"] == 0
 
 
 @pytest.mark.parametrize("alternation", ["none", "epoch", "step", "teacher_student"])
-def test_alternations_run(synth_dir, data, alternation):
+def test_alternations_run(small, alternation):
+    root, data = small
     cfg = validate_config(
-        tiny_config(synth_dir, distill={"alternation": alternation, "teacher_entropy": 0.1})
+        small_config(
+            root,
+            teacher={"arch": "Unet", "encoder": "resnet18"},
+            student={"arch": "lightweight_unet", "width": 0.25},
+            distill={"alternation": alternation, "teacher_entropy": 0.1},
+        )
     )
     cfg.train.epochs, cfg.train.max_steps_per_epoch = 2, 2
     reports = []
@@ -111,26 +115,37 @@ def test_alternations_run(synth_dir, data, alternation):
         assert reports[0]["train_loss_soft"] == 0 and reports[1]["train_loss_hard"] == 0
 
 
-def test_two_epochs_of_online_kd_raise_student_miou(synth_dir, data, tmp_path):
-    """The student learns: after two epochs its mIoU is clearly above the untrained network's."""
+def test_two_epochs_of_online_kd_raise_student_miou(tmp_path):
+    """The student learns: after two epochs its mIoU is clearly above the untrained network's
+    (48 generated 32x32 scenes, a UNet-ResNet18 teaching a UNet-ResNet18, every step of both epochs)."""
+    from kdseg.data import make_loaders, write_synth
     from kdseg.train import evaluate, make_accelerator
 
-    cfg = validate_config(tiny_config(synth_dir, train={"epochs": 2, "batch_size": 4, "lr": 2e-3}))
+    root = write_synth(tmp_path / "scenes", n=48, size=(32, 32), seed=0)
+    cfg = validate_config(
+        small_config(
+            root,
+            teacher={"arch": "Unet", "encoder": "resnet18"},
+            train={"epochs": 2, "batch_size": 4, "lr": 2e-3},
+        )
+    )
+    data = load_data(cfg.data)
     untrained = build_model(cfg.student, data.num_classes)
     torch.manual_seed(0)
-    from kdseg.data import make_loaders
-
     _, val = make_loaders(data, cfg.data, 4, 0, 0)
     before = evaluate(untrained, val, data.num_classes, data.ignore_index, make_accelerator(cfg))["miou"]
-    train_kd(cfg, data, run_dir=tmp_path)
-    rows = read_metrics(tmp_path)
+    train_kd(cfg, data, run_dir=tmp_path / "run")
+    rows = read_metrics(tmp_path / "run")
     assert [r["epoch"] for r in rows] == [1, 2]
     assert rows[-1]["student_val_miou"] > before + 0.02, (before, rows)
     assert rows[-1]["student_val_miou"] > rows[0]["student_val_miou"]
 
 
-def test_run_folder_contract(synth_dir, data, tmp_path):
-    cfg = validate_config(tiny_config(synth_dir, train={"epochs": 1, "max_steps_per_epoch": 2}))
+def test_run_folder_contract(small, tmp_path):
+    root, data = small
+    cfg = validate_config(
+        small_config(root, teacher={"arch": "Unet", "encoder": "resnet18"}, train={"max_steps_per_epoch": 2})
+    )
     train_kd(cfg, data, run_dir=tmp_path)
     names = {p.name for p in tmp_path.iterdir()}
     assert {"config.yaml", "metrics.jsonl", "student.pt", "checkpoint.pt"} <= names
@@ -151,10 +166,16 @@ def test_run_folder_contract(synth_dir, data, tmp_path):
     assert row["student_params"] == sum(p.numel() for p in student.parameters())
 
 
-def test_resume_is_identical_to_an_uninterrupted_run(synth_dir, data, tmp_path):
-    sections = dict(train={"epochs": 2, "max_steps_per_epoch": 3}, distill={"sites": ["decoder", "logits"]})
+def test_resume_is_identical_to_an_uninterrupted_run(small, tmp_path):
+    root, data = small
+    sections = dict(
+        teacher={"arch": "Unet", "encoder": "resnet18"},  # the smallest pair with adapters: light checkpoints
+        student={"arch": "lightweight_unet", "width": 0.5},
+        train={"epochs": 2, "max_steps_per_epoch": 3},
+        distill={"sites": ["decoder", "logits"]},
+    )
     straight = tmp_path / "straight"
-    train_kd(validate_config(tiny_config(synth_dir, **sections)), data, run_dir=straight)
+    train_kd(validate_config(small_config(root, **sections)), data, run_dir=straight)
 
     class Killed(Exception):
         pass
@@ -163,7 +184,7 @@ def test_resume_is_identical_to_an_uninterrupted_run(synth_dir, data, tmp_path):
         raise Killed  # the process dies right after epoch 1's checkpoint was written
 
     part = tmp_path / "part"
-    cfg = validate_config(tiny_config(synth_dir, **sections))
+    cfg = validate_config(small_config(root, **sections))
     with pytest.raises(Killed):
         train_kd(cfg, data, kill_after_first_epoch, run_dir=part)
     train_kd(cfg, data, run_dir=part, resume=part / "checkpoint.pt")
@@ -174,24 +195,28 @@ def test_resume_is_identical_to_an_uninterrupted_run(synth_dir, data, tmp_path):
         assert b[-1][key] == pytest.approx(a[-1][key], abs=1e-5), key
 
 
-def test_corrupt_checkpoint_is_a_clear_error(synth_dir, data, tmp_path):
+def test_corrupt_checkpoint_is_a_clear_error(small, tmp_path):
     from kdseg.errors import CheckpointError
 
+    root, data = small
     bad = tmp_path / "checkpoint.pt"
     bad.write_bytes(b"PK\x03\x04 truncated")
-    cfg = validate_config(tiny_config(synth_dir))
+    cfg = validate_config(small_config(root))
     with pytest.raises(CheckpointError, match="checkpoint.pt"):
         train_kd(cfg, data, resume=bad)
 
 
-def test_nan_loss_raises_diverged(synth_dir, data):
-    cfg = validate_config(tiny_config(synth_dir, train={"lr": 1e30, "max_steps_per_epoch": 8, "epochs": 3}))
+def test_nan_loss_raises_diverged(small):
+    root, data = small
+    cfg = validate_config(small_config(root, train={"lr": 1e30, "max_steps_per_epoch": 8, "epochs": 3}))
     with pytest.raises(Diverged):
         train_kd(cfg, data)
 
 
-def test_channels_last_gives_the_same_first_step(synth_dir, data):
+def test_channels_last_gives_the_same_first_step(small):
     """train.channels_last changes the memory layout only: same weights, same first loss."""
-    nhwc = one_step(synth_dir, data, train={"channels_last": True})
-    nchw = one_step(synth_dir, data)
+    r18 = {"arch": "Unet", "encoder": "resnet18"}
+    nhwc = one_step(small, teacher=r18, train={"channels_last": True})
+    nchw = one_step(small, teacher=r18)
+    assert nchw["train_loss_feature"] == 0  # logits only (the default): no feature term
     assert nhwc["train_loss"] == pytest.approx(nchw["train_loss"], rel=1e-4)
