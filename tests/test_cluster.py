@@ -48,7 +48,7 @@ def need_tool(name: str) -> str:
 
 def kdseg_here(*args) -> int:
     """The same command line, run in this process; returns its exit status."""
-    from kdseg import cli
+    from kdseg.cli import app as cli
 
     ns = cli.build_parser().parse_args([str(a) for a in args])
     return cli._run(ns.func, ns)
@@ -413,7 +413,7 @@ def _commands_exist(command: str, where: str) -> None:
     """kdseg and ray subcommands named in a manifest exist; repository files it names exist."""
     from ray.scripts.scripts import cli as ray_cli
 
-    from kdseg import cli
+    from kdseg.cli import app as cli
 
     parser = cli.build_parser()
     sub = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
