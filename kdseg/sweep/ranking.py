@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.fileio import atomic_write
-from kdseg.sweep.selection import OBJECTIVES, PARETO, SCALAR_OBJECTIVES, SCORE, score_metrics
+from kdseg.sweep.selection import OBJECTIVES, PARETO, SCALAR_OBJECTIVES, SCORE, as_number, score_metrics
 
 __all__ = [
     "FAILED_STATUSES",
@@ -109,17 +109,6 @@ _FLOAT_COLUMNS = {
     "quality_floor",
 }
 _BOOL_COLUMNS = {"pareto", "below_floor", "control"}
-
-
-def as_number(x: Any) -> float | None:
-    """A finite float, or None (missing, NaN, inf, not a number)."""
-    if x is None or isinstance(x, bool):
-        return None
-    try:
-        f = float(x)
-    except (TypeError, ValueError):
-        return None
-    return f if math.isfinite(f) else None
 
 
 def iou_per_mparam(val_miou: Any, student_params: Any) -> float | None:

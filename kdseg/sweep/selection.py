@@ -37,6 +37,7 @@ __all__ = [
     "PARETO",
     "SCALAR_OBJECTIVES",
     "SCORE",
+    "as_number",
     "Objective",
     "check_objective",
     "floor_of",
@@ -86,7 +87,8 @@ def check_objective(name: str) -> str:
     raise ValueError(f"unknown objective {name!r}: use one of {', '.join(OBJECTIVES)}")
 
 
-def _num(x: Any) -> float | None:
+def as_number(x: Any) -> float | None:
+    """A finite float, or None (missing, NaN, inf, not a number)."""
     if x is None or isinstance(x, bool):
         return None
     try:
@@ -98,23 +100,23 @@ def _num(x: Any) -> float | None:
 
 def objective_value(objective: str, metrics: Mapping[str, Any]) -> float | None:
     """The raw value of a scalar objective (no floor), or None when a number it needs is missing."""
-    miou = _num(metrics.get("val_miou"))
+    miou = as_number(metrics.get("val_miou"))
     if miou is None:
         return None
     if objective in ("val_miou", PARETO):
         return miou
     if objective == "iou_per_mparam":
-        params = _num(metrics.get("student_params"))
+        params = as_number(metrics.get("student_params"))
         return miou / (params / 1e6) if params and params > 0 else None
     if objective == "iou_per_gflop":
-        gflops = _num(metrics.get("gflops"))
+        gflops = as_number(metrics.get("gflops"))
         return miou / gflops if gflops and gflops > 0 else None
     raise ValueError(f"unknown objective {objective!r}")
 
 
 def floor_of(fraction: float, reference: Any) -> float | None:
     """The floor (an mIoU) for a reference mIoU; None when there is no reference or no floor."""
-    ref = _num(reference)
+    ref = as_number(reference)
     if ref is None or fraction <= 0:
         return None
     return fraction * ref
@@ -133,7 +135,7 @@ def score_metrics(
         reference = metrics.get("teacher_val_miou")
     floor = floor_of(fraction, reference)
     value = objective_value(objective, metrics)
-    miou = _num(metrics.get("val_miou"))
+    miou = as_number(metrics.get("val_miou"))
     below = None if floor is None or miou is None else miou < floor
     if below:
         score = miou - floor
@@ -162,7 +164,7 @@ def settle_controls(
     def at(trial_id: str, epoch: Any, key: str) -> float | None:
         for m in history.get(str(trial_id), ()):
             if m.get("epoch") == epoch:
-                return _num(m.get(key))
+                return as_number(m.get(key))
         return None
 
     ok = [r for r in rows if r.get("status") not in ("error", "diverged")]
@@ -176,5 +178,5 @@ def settle_controls(
         mine = [c for c in controls if c.get("student") == r.get("student")]
         base = [at(c["trial_id"], r.get("epochs"), "val_miou") for c in mine]
         base = [x for x in base if x is not None]
-        miou = _num(r.get("val_miou"))
+        miou = as_number(r.get("val_miou"))
         r["kd_gain"] = miou - base[0] if base and miou is not None else None
