@@ -168,7 +168,7 @@ def effects_png(sd: SweepData) -> bytes | None:
         else:
             for x, y, t in pts:
                 _scatter_trial(ax, x, y, t, sd.spec.max_t)
-            if d.kind == "loguniform":
+            if d.log:
                 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
                 ax.set_xscale("log")
@@ -177,7 +177,7 @@ def effects_png(sd: SweepData) -> bytes | None:
                 ax.xaxis.set_minor_formatter(NullFormatter())
             if d.low is not None and d.high is not None:
                 lo, hi = float(d.low), float(d.high)
-                pad = (hi / lo) ** 0.05 if d.kind == "loguniform" and lo > 0 else None
+                pad = (hi / lo) ** 0.05 if d.log and lo > 0 else None
                 ax.set_xlim(
                     *((lo / pad, hi * pad) if pad else (lo - 0.05 * (hi - lo), hi + 0.05 * (hi - lo)))
                 )

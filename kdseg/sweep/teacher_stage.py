@@ -157,6 +157,8 @@ def _uses_stage(spec) -> bool:
     if spec.base_config.teacher.checkpoint == TRAIN_TEACHER:
         return True
     for key, d in spec.space.items():
+        if not d.categorical:
+            continue
         values = [v.get("teacher.checkpoint") for v in d.values] if d.group else d.values
         if (d.group or key == "teacher.checkpoint") and TRAIN_TEACHER in [str(v) for v in values]:
             return True

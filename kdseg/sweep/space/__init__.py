@@ -102,11 +102,19 @@ from kdseg.sweep.space.controls import (
     to_tune_space,
 )
 from kdseg.sweep.space.decode import decode_params, describe_trial, trial_config, trial_label
+from kdseg.sweep.space.distributions import (
+    DOMAIN_KINDS,
+    Choice,
+    Domain,
+    Grid,
+    LogUniform,
+    QUniform,
+    RandInt,
+    Uniform,
+)
 from kdseg.sweep.space.parse import load_resolved, load_space, searched_keys, spec_to_dict
 from kdseg.sweep.space.schema import (
-    DOMAIN_KINDS,
     AshaSettings,
-    Domain,
     FaultRule,
     FinalEval,
     Resources,
@@ -122,6 +130,12 @@ __all__ = [
     "check_sweep_name",
     "AshaSettings",
     "Domain",
+    "Choice",
+    "Grid",
+    "LogUniform",
+    "QUniform",
+    "RandInt",
+    "Uniform",
     "Resources",
     "SweepSettings",
     "SweepSpec",

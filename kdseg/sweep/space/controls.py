@@ -11,40 +11,35 @@ from kdseg.config import (
     config_to_dict,
 )
 from kdseg.sweep.selection import CONTROL_KEY
+from kdseg.sweep.space.distributions import Domain, Grid
+from kdseg.sweep.space.distributions import same_value as _same
 from kdseg.sweep.space.domains import _get_dotted, _validate_with
-from kdseg.sweep.space.schema import Domain, SweepSpec, _same, _Strict
+from kdseg.sweep.space.schema import SweepSpec, _Strict
 
 # --------------------------------------------------------------------------------------- to Ray Tune
 
 
 def to_tune_space(spec: SweepSpec) -> dict[str, Any]:
     """Ray Tune domains (flat, dotted names) for ``Tuner(param_space=...)`` with OptunaSearch."""
-    from ray import tune  # lazy: heavy import
-
     out: dict[str, Any] = {}
     for key, d in spec.space.items():
-        if d.kind == "uniform":
-            out[key] = tune.uniform(d.low, d.high)
-        elif d.kind == "loguniform":
-            out[key] = tune.loguniform(d.low, d.high)
-        elif d.kind == "quniform":
-            out[key] = tune.quniform(d.low, d.high, d.q)
-        elif d.kind == "randint":
-            out[key] = tune.randint(int(d.low), int(d.high) + 1)  # Ray's upper bound is exclusive
-        else:  # choice and grid: categorical for Optuna; grid combinations come from initial_points
-            labels = search_labels(key, d)
-            if labels:  # a domain of no-KD controls only is not searched
-                out[key] = tune.choice(labels)
+        if not d.categorical:
+            out[key] = d.to_tune()
+        elif labels := search_labels(key, d):  # a domain of no-KD controls only is not searched
+            out[key] = d.to_tune(labels)  # grid combinations come from initial_points
     return out
 
 
 def grid_size(spec: SweepSpec) -> int:
     """Number of combinations of the ``grid`` keys (1 when there are none); controls are not in it."""
-    return math.prod(len(search_labels(k, d)) or 1 for k, d in spec.space.items() if d.kind == "grid")
+    return math.prod(len(search_labels(k, d)) or 1 for k, d in spec.space.items() if isinstance(d, Grid))
 
 
 def _default_param(d: Domain, key: str, base_dump: dict[str, Any]) -> Any:
     """The base config's value when it lies in the domain, else the domain's midpoint/first choice."""
+    if not d.categorical:
+        base_value = _get_dotted(base_dump, key)
+        return base_value if d.contains(base_value) else d.midpoint()
     labels = search_labels(key, d) or list(d.labels)
     if d.group:
         for v, label in zip(d.values, d.labels, strict=True):
@@ -52,11 +47,9 @@ def _default_param(d: Domain, key: str, base_dump: dict[str, Any]) -> Any:
                 return label
         return labels[0]
     base_value = _get_dotted(base_dump, key)
-    if d.categorical:
-        if any(_same(v, base_value) for v in d.values) and d.encode(base_value) in labels:
-            return d.encode(base_value)
-        return labels[0]
-    return base_value if d.contains(base_value) else d.midpoint()
+    if any(_same(v, base_value) for v in d.values) and d.encode(base_value) in labels:
+        return d.encode(base_value)
+    return labels[0]
 
 
 def default_params(spec: SweepSpec) -> dict[str, Any]:
@@ -85,6 +78,8 @@ def _is_control(key: str, d: Domain, value: Any) -> bool:
 
 def search_labels(key: str, d: Domain) -> list[Any]:
     """The labels of a categorical domain that the searcher samples (its no-KD controls left out)."""
+    if not d.categorical:
+        return []
     return [lab for v, lab in zip(d.values, d.labels, strict=True) if not _is_control(key, d, v)]
 
 
@@ -143,7 +138,7 @@ def control_params(spec: SweepSpec, control: Control) -> dict[str, Any]:
 
 def initial_points(spec: SweepSpec) -> list[dict[str, Any]]:
     """Full parameter dicts, one per combination of the grid keys, for ``points_to_evaluate``."""
-    grid_keys = [k for k, d in spec.space.items() if d.kind == "grid" and search_labels(k, d)]
+    grid_keys = [k for k, d in spec.space.items() if isinstance(d, Grid) and search_labels(k, d)]
     if not grid_keys:
         return []
     base_dump = config_to_dict(spec.base_config)

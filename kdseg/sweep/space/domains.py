@@ -5,7 +5,6 @@ from __future__ import annotations
 import copy
 import difflib
 import json
-import math
 import types
 import typing
 from collections.abc import Mapping
@@ -20,16 +19,17 @@ from kdseg.config import (
     validate_config,
 )
 from kdseg.errors import ConfigError
-from kdseg.sweep.space.schema import (
-    _GROUP_NAME,
-    _PRIMITIVES,
+from kdseg.sweep.space.distributions import (
     CATEGORICAL_KINDS,
+    DOMAIN_CLASSES,
     DOMAIN_KINDS,
     GROUP_LABEL,
-    RESERVED_KEYS,
     Domain,
-    _is_number,
+    QUniform,
+    RandInt,
+    RangeDomain,
 )
+from kdseg.sweep.space.schema import _GROUP_NAME, _PRIMITIVES, RESERVED_KEYS
 
 # ----------------------------------------------------------------------------------------- schema
 
@@ -142,41 +142,26 @@ def _parse_entry(key: str, raw: Any, base_dump: dict[str, Any], src: str) -> Dom
 def _parse_numeric(
     key: str, kind: str, args: Any, field: Any, base_dump: dict[str, Any], where: str
 ) -> Domain:
-    n = 3 if kind == "quniform" else 2
-    form = "[low, high, q]" if kind == "quniform" else "[low, high]"
-    if not isinstance(args, list) or len(args) != n or not all(_is_number(a) for a in args):
-        raise ConfigError(f"{where}: expected {form} with finite numbers, got {args!r}")
-    low, high = args[0], args[1]
-    q = args[2] if kind == "quniform" else None
-    if low > high:
-        raise ConfigError(f"{where}: low {low} is greater than high {high}")
-    if kind == "loguniform" and low <= 0:
-        raise ConfigError(f"{where}: loguniform needs 0 < low <= high, got low {low}")
-    if kind == "randint" and not all(isinstance(a, int) for a in args):
-        raise ConfigError(f"{where}: randint bounds must be integers (both inclusive), got {args!r}")
-    if kind == "quniform":
-        if q <= 0:
-            raise ConfigError(f"{where}: q must be > 0, got {q}")
-        for name, b in (("low", low), ("high", high)):
-            if not math.isclose(b / q, round(b / q), abs_tol=1e-9):
-                raise ConfigError(f"{where}: {name} {b} is not a multiple of q {q} (Ray Tune requires it)")
+    cls = DOMAIN_CLASSES[kind]
+    assert issubclass(cls, RangeDomain)
+    try:
+        domain = cls.from_args(args, where)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     numeric = _numeric_kind(field)
     if numeric == "other":
         raise ConfigError(f"{where}: {key} is not a number; search it with choice or grid")
     if numeric == "int":
-        if kind in ("uniform", "loguniform"):
+        if not isinstance(domain, (RandInt, QUniform)):
             raise ConfigError(
                 f"{where}: {key} is an integer; use randint, quniform with integer q, or choice"
             )
-        if kind == "quniform" and not all(float(a).is_integer() for a in args):
+        if not all(float(a).is_integer() for a in args):
             raise ConfigError(f"{where}: {key} is an integer; quniform needs integer low, high and q")
-    if kind != "randint":
-        low, high = float(low), float(high)
-        q = None if q is None else float(q)
-    for name, value in (("low", low), ("high", high)):
+    for name, value in (("low", domain.low), ("high", domain.high)):
         v = int(value) if numeric == "int" else value
         _validate_with(base_dump, {key: v}, f"{where}: {name} {v}")
-    return Domain(kind=kind, low=low, high=high, q=q)
+    return domain
 
 
 def _parse_choice(key: str, kind: str, args: list[Any], base_dump: dict[str, Any], where: str) -> Domain:
@@ -190,7 +175,7 @@ def _parse_choice(key: str, kind: str, args: list[Any], base_dump: dict[str, Any
     else:
         labels = [_label(v) for v in values]
         _check_unique_labels(labels, where, hint="")
-    return Domain(kind=kind, values=values, labels=labels)
+    return DOMAIN_CLASSES[kind](values=values, labels=labels)
 
 
 def _parse_group(kind: str, args: list[Any], base_dump: dict[str, Any], where: str) -> Domain:
@@ -221,7 +206,7 @@ def _parse_group(kind: str, args: list[Any], base_dump: dict[str, Any], where: s
         labels.append(label.strip() if label else _auto_label(normalized))
     _check_unique(values, [str(lab) for lab in labels], where)
     _check_unique_labels(labels, where, hint=f"; give each option a distinct {GROUP_LABEL!r}")
-    return Domain(kind=kind, values=values, labels=labels, group=True)
+    return DOMAIN_CLASSES[kind](values=values, labels=labels, group=True)
 
 
 def _validate_with(base_dump: dict[str, Any], settings: Mapping[str, Any], where: str) -> KDConfig:

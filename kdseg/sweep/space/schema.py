@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import copy
-import math
 import re
-import typing
 from pathlib import Path
 from typing import Any, Literal
 
@@ -16,11 +13,7 @@ from kdseg.config import (
 )
 from kdseg.errors import ConfigError
 from kdseg.sweep.selection import DEFAULT_QUALITY_FLOOR, check_objective
-
-DomainKind = Literal["uniform", "loguniform", "quniform", "randint", "choice", "grid"]
-DOMAIN_KINDS: tuple[str, ...] = typing.get_args(DomainKind)
-NUMERIC_KINDS = ("uniform", "loguniform", "quniform", "randint")
-CATEGORICAL_KINDS = ("choice", "grid")
+from kdseg.sweep.space.distributions import Domain
 
 
 class FaultRule(BaseModel):
@@ -44,7 +37,6 @@ RESERVED_KEYS = {
     "train.epochs": "every trial runs sweep.asha.max_t epochs; set sweep.asha.max_t instead",
     "name": "every trial gets its own name",
 }
-GROUP_LABEL = "label"
 _GROUP_NAME = re.compile(r"^[A-Za-z_][A-Za-z0-9_-]*$")
 _SWEEP_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]*$")
 
@@ -167,91 +159,6 @@ class _SpaceFile(_Strict):
     faults: list[FaultRule] = []
 
 
-class Domain(_Strict):
-    """One searched entry: a numeric range or a list of categorical values.
-
-    ``values`` are the decoded values (for a group: mappings of dotted config keys); ``labels`` are what
-    Ray Tune and Optuna see (primitives; equal to ``values`` when those are primitives already).
-    """
-
-    kind: DomainKind
-    low: int | float | None = None
-    high: int | float | None = None
-    q: int | float | None = None
-    values: list[Any] = []
-    labels: list[Any] = []
-    group: bool = False
-
-    @property
-    def categorical(self) -> bool:
-        return self.kind in CATEGORICAL_KINDS
-
-    def encode(self, value: Any) -> Any:
-        """A decoded value -> the parameter value Tune/Optuna uses."""
-        if not self.categorical:
-            return value
-        for v, label in zip(self.values, self.labels, strict=True):
-            if _same(v, value):
-                return label
-        raise ValueError(f"{value!r} is not one of the {self.kind} values")
-
-    def decode(self, param: Any) -> Any:
-        """A parameter value from Tune/Optuna (a label, or a value itself) -> the decoded value."""
-        if self.categorical:
-            for v, label in zip(self.values, self.labels, strict=True):
-                if _same(label, param):
-                    return copy.deepcopy(v)
-            for v in self.values:
-                if _same(v, param):
-                    return copy.deepcopy(v)
-            raise ValueError(f"{param!r} is not one of {self.labels}")
-        if isinstance(param, bool) or not isinstance(param, (int, float)):
-            raise ValueError(f"expected a number, got {param!r}")
-        tol = 1e-9 * max(1.0, abs(self.high))
-        if not (self.low - tol <= param <= self.high + tol):
-            raise ValueError(f"{param!r} is outside [{self.low}, {self.high}]")
-        if self.kind == "randint":
-            if float(param) != int(param):
-                raise ValueError(f"expected an integer, got {param!r}")
-            return int(param)
-        return param
-
-    def contains(self, value: Any) -> bool:
-        try:
-            decoded = self.decode(value)
-        except ValueError:
-            return False
-        if self.kind == "quniform":
-            k = (decoded - self.low) / self.q
-            return math.isclose(k, round(k), abs_tol=1e-9)
-        return True
-
-    def midpoint(self) -> Any:
-        """A deterministic value inside the domain (first label for categoricals)."""
-        if self.categorical:
-            return self.labels[0]
-        if self.kind == "uniform":
-            return (self.low + self.high) / 2
-        if self.kind == "loguniform":
-            return math.sqrt(self.low * self.high)
-        if self.kind == "quniform":
-            steps = round((self.high - self.low) / self.q / 2)
-            return _round_q(self.low + steps * self.q, self.q)
-        return (int(self.low) + int(self.high)) // 2  # randint
-
-    def to_yaml(self) -> dict[str, Any]:
-        """The space-file form, e.g. ``{"uniform": [0.3, 0.9]}``; parsing it gives this domain back."""
-        if self.kind == "quniform":
-            return {"quniform": [self.low, self.high, self.q]}
-        if not self.categorical:
-            return {self.kind: [self.low, self.high]}
-        if self.group:
-            return {
-                self.kind: [{**v, GROUP_LABEL: lab} for v, lab in zip(self.values, self.labels, strict=True)]
-            }
-        return {self.kind: copy.deepcopy(self.values)}
-
-
 class SweepSpec(_Strict):
     """A validated search space: the base training config, the searched domains, the sweep settings."""
 
@@ -270,21 +177,3 @@ class SweepSpec(_Strict):
     @property
     def max_t(self) -> int:
         return int(self.sweep.asha.max_t)
-
-
-def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
-
-
-def _round_q(x: float, q: float) -> float:
-    return round(round(x / q) * q, 12)
-
-
-def _same(a: Any, b: Any) -> bool:
-    if type(a) is bool or type(b) is bool:
-        return type(a) is type(b) and a == b
-    if isinstance(a, tuple):
-        a = list(a)
-    if isinstance(b, tuple):
-        b = list(b)
-    return a == b
