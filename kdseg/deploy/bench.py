@@ -455,10 +455,10 @@ def cost_key(
     """The cache key: what the cost depends on (fields a given arch ignores are normalised away)."""
     import torch
 
-    from kdseg.config import OWN_ARCHS
+    from kdseg.models.registry import own_archs
 
     h, w = (int(v) for v in size)
-    encoder = "-" if model_cfg.arch in OWN_ARCHS else model_cfg.encoder
+    encoder = "-" if model_cfg.arch in own_archs() else model_cfg.encoder
     width = f"{model_cfg.width:g}" if model_cfg.arch == "lightweight_unet" else "-"
     return (
         f"v{CACHE_VERSION}|{model_cfg.arch}|{encoder}|width={width}|classes={num_classes}|{h}x{w}"
