@@ -12,9 +12,11 @@ is valid wherever it is read from.
 
 from __future__ import annotations
 
+import contextvars
 import copy
+import functools
 import os
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -29,19 +31,60 @@ from pydantic import (
     model_validator,
 )
 
-from kdseg.distill.features import FEATURE_LOSSES
-from kdseg.distill.logit_losses import LOGIT_LOSSES
+from kdseg.distill.registry import FEATURE_LOSSES, LOGIT_LOSSES
 from kdseg.errors import ConfigError
 from kdseg.fileio import atomic_write
+from kdseg.models.registry import own_archs
 
 SITES = ("encoder", "bottleneck", "decoder", "logits")
 Site = Literal["encoder", "bottleneck", "decoder", "logits"]
-DataFormat = Literal["carla", "camvid", "cityscapes", "bdd100k", "synthetic"]
-# The loss names come from the registries, so a registered loss is selectable (and searchable) at once.
-LogitLoss = Literal[tuple(LOGIT_LOSSES)]  # type: ignore[valid-type]
-FeatureLoss = Literal[tuple(FEATURE_LOSSES)]  # type: ignore[valid-type]
-# Architectures kdseg builds itself; every other name is looked up in segmentation_models_pytorch.
-OWN_ARCHS = ("lightweight_unet", "fcn_resnet50")
+# Names checked against registries (none of them imports torch): a registered dataset format
+# (kdseg.data.registry), logit or feature loss (kdseg.distill.registry) or architecture
+# (kdseg.models.registry) is selectable and searchable at once. Other archs are smp's.
+
+
+def _registered(kind: str, name: str, names: Iterable[str]) -> str:
+    names = tuple(names)
+    if name not in names:
+        raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(names)}")
+    return name
+
+
+# smp's architecture and encoder names need `import segmentation_models_pytorch` (torch, timm: seconds).
+# load_config and the space loader check them last (model_names_checked_last), so that a config wrong
+# anywhere else is refused without that import.
+_SMP_DEFERRED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
+    "smp_deferred", default=None
+)
+
+
+def _smp_check_deferred() -> bool:
+    """Inside a first pass of :func:`model_names_checked_last`: skip (and note) the smp check."""
+    skipped = _SMP_DEFERRED.get()
+    if skipped is None:
+        return False
+    skipped.append(True)
+    return True
+
+
+def model_names_checked_last(fn: Callable) -> Callable:
+    """Run ``fn`` (a loader that validates configs) once with smp's name checks skipped, and again
+    with them only when that pass succeeded and skipped one: every other error comes first and
+    without importing smp and torch; the messages are those of one plain pass."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        if _SMP_DEFERRED.get() is not None:  # an outer loader's second pass checks them
+            return fn(*args, **kwargs)
+        skipped: list[bool] = []
+        token = _SMP_DEFERRED.set(skipped)
+        try:
+            result = fn(*args, **kwargs)
+        finally:
+            _SMP_DEFERRED.reset(token)
+        return fn(*args, **kwargs) if skipped else result
+
+    return wrapper
 
 
 class Strict(BaseModel):
@@ -79,7 +122,7 @@ class SynthConfig(Strict):
 
 
 class DataConfig(Strict):
-    format: DataFormat = "synthetic"
+    format: str = Field("synthetic", description="a registered dataset format (kdseg.data.registry)")
     root: Path | None = Field(None, description="dataset folder; for synthetic, where data is generated")
     test_root: Path | None = Field(
         None,
@@ -99,6 +142,13 @@ class DataConfig(Strict):
     )
     augment: AugmentConfig = AugmentConfig()
     synth: SynthConfig = SynthConfig()
+
+    @field_validator("format")
+    @classmethod
+    def _known_format(cls, v: str) -> str:
+        from kdseg.data.registry import available_formats  # lazy: the formats import this module
+
+        return _registered("dataset format", v, available_formats())
 
     @field_validator("image_size", mode="before")
     @classmethod
@@ -124,7 +174,9 @@ class DataConfig(Strict):
 
 
 class ModelConfig(Strict):
-    arch: str = Field("Unet", description="any smp architecture, 'lightweight_unet' or 'fcn_resnet50'")
+    arch: str = Field(
+        "Unet", description="any smp architecture or one of kdseg.models.registry ('lightweight_unet', ...)"
+    )
     encoder: str = Field("resnet34", description="smp encoder name (ignored by lightweight_unet)")
     weights: str | None = Field(None, description="null, 'imagenet', or a local encoder weights file")
     checkpoint: Path | None = Field(None, description="full model state_dict to start from")
@@ -134,19 +186,19 @@ class ModelConfig(Strict):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        if v in OWN_ARCHS:
+        if v in own_archs() or _smp_check_deferred():
             return v
         import segmentation_models_pytorch as smp  # lazy: heavy import
 
         if v.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
-            known = sorted(a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values()) + list(OWN_ARCHS)
+            known = sorted(a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values()) + list(own_archs())
             raise ValueError(f"unknown architecture {v!r}; known: {', '.join(known)}")
         return v
 
     @field_validator("encoder")
     @classmethod
     def _known_encoder(cls, v: str, info: ValidationInfo) -> str:
-        if info.data.get("arch") in OWN_ARCHS or v.startswith("tu-"):
+        if info.data.get("arch") in own_archs() or v.startswith("tu-") or _smp_check_deferred():
             return v
         import segmentation_models_pytorch as smp
 
@@ -183,9 +235,7 @@ class DistillConfig(Strict):
     temperature: float = Field(4.0, gt=0.0)
     alpha: float = Field(0.5, ge=0.0, le=1.0, description="weight of the soft (logits) loss; CE gets 1-alpha")
     sites: list[Site] = Field(default_factory=lambda: ["logits"])
-    logit_loss: LogitLoss = Field(
-        "kl", description="the loss at the logits site (kdseg.distill.logit_losses)"
-    )
+    logit_loss: str = Field("kl", description="the loss at the logits site (kdseg.distill.logit_losses)")
     kd_ignore_index: bool = Field(
         False,
         description="logit-site losses leave out pixels labelled data.ignore_index (default: all pixels)",
@@ -195,7 +245,7 @@ class DistillConfig(Strict):
     affinity_grid: int = Field(
         16, ge=1, le=32, description="affinity loss: maps are max-pooled to at most grid x grid cells"
     )
-    feature_loss: FeatureLoss = "mse"
+    feature_loss: str = Field("mse", description="the loss at feature sites (kdseg.distill.features)")
     feature_weight: float = Field(1.0, ge=0.0)
     cwd_temperature: float = Field(1.0, gt=0.0, description="tau of feature_loss cwd")
     alternation: Literal["none", "epoch", "step", "teacher_student"] = "none"
@@ -210,6 +260,16 @@ class DistillConfig(Strict):
         validate_default=True,
         description="alpha in the last epoch (linear/cosine schedules; ignored by constant)",
     )
+
+    @field_validator("logit_loss")
+    @classmethod
+    def _known_logit_loss(cls, v: str) -> str:
+        return _registered("logit loss", v, LOGIT_LOSSES.names())
+
+    @field_validator("feature_loss")
+    @classmethod
+    def _known_feature_loss(cls, v: str) -> str:
+        return _registered("feature loss", v, FEATURE_LOSSES.names())
 
     @field_validator("sites", mode="before")
     @classmethod
@@ -281,8 +341,9 @@ class KDConfig(Strict):
 
     name: str | None = None
     data: DataConfig = DataConfig()
-    teacher: TeacherConfig = TeacherConfig(arch="Unet", encoder="resnet34")
-    student: ModelConfig = ModelConfig(arch="Unet", encoder="resnet18")
+    # model_construct: known-good defaults, not validated at import (that would import smp)
+    teacher: TeacherConfig = TeacherConfig.model_construct(arch="Unet", encoder="resnet34")
+    student: ModelConfig = ModelConfig.model_construct(arch="Unet", encoder="resnet18")
     distill: DistillConfig = DistillConfig()
     train: TrainConfig = TrainConfig()
     tracking: TrackingConfig = TrackingConfig()
@@ -465,6 +526,7 @@ def resolve_paths(cfg: KDConfig, base: Path | None = None) -> KDConfig:
     return cfg
 
 
+@model_names_checked_last
 def load_config(path: str | os.PathLike, overrides: Iterable[str] = ()) -> KDConfig:
     """Read, override and validate a training config file."""
     doc = read_yaml(path)

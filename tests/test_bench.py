@@ -1,4 +1,4 @@
-"""kdseg.deploy.bench: FLOPs against a hand count, latency figures, teacher/student profiles, the cost cache."""
+"""kdseg.deploy.profile and kdseg.deploy.bench: FLOPs against a hand count, latency figures, teacher/student profiles, the cost cache."""
 
 from __future__ import annotations
 
@@ -14,7 +14,8 @@ from torch import nn
 from kdseg.cli.bench import add_bench_parser
 from kdseg.config import KDConfig, ModelConfig, validate_config
 from kdseg.deploy import bench
-from kdseg.deploy.bench import BenchError, bench_config, profile_model, student_cost
+from kdseg.deploy.bench import bench_config, student_cost
+from kdseg.deploy.profile import BenchError, profile_interleaved, profile_model
 from kdseg.errors import ConfigError, KdsegError
 
 
@@ -58,7 +59,7 @@ def test_profile_model_flops_are_per_image_and_dtype_independent():
 
 def test_profile_interleaved_times_every_model_alike():
     models = {"a": nn.Conv2d(3, 8, 3, padding=1), "b": nn.Conv2d(3, 4, 1)}
-    r = bench.profile_interleaved(models, (32, 32), batch=1, warmup=1, iters=7, rounds=3)
+    r = profile_interleaved(models, (32, 32), batch=1, warmup=1, iters=7, rounds=3)
     assert r["a"]["flops"] == 2 * 3 * 8 * 9 * 32 * 32 and r["b"]["flops"] == 2 * 3 * 4 * 32 * 32
     assert r["a"]["iters"] == r["b"]["iters"] == 7
     assert all(0 < p["latency_ms_p50"] <= p["latency_ms_p95"] for p in r.values())

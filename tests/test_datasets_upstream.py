@@ -10,7 +10,7 @@ from PIL import Image
 
 from kdseg.config import DataConfig
 from kdseg.data import BDD100K_CLASSES, CITYSCAPES_CLASSES, available_formats, load_data
-from kdseg.data.classes import CITYSCAPES_LABELID_TO_TRAINID
+from kdseg.data.formats.cityscapes import CITYSCAPES_LABELID_TO_TRAINID
 from kdseg.errors import DatasetError
 from tests.fixtures_layouts import write_bdd100k, write_cityscapes
 

@@ -10,15 +10,10 @@ import pytest
 import torch
 
 from kdseg.tracking import mode as tracking
-from kdseg.tracking.images import (
-    EpochImages,
-    colorize,
-    fixed_indices,
-    layer_rows,
-    layers_figure,
-    prediction_figure,
-)
+from kdseg.tracking.images import EpochImages, fixed_indices
 from kdseg.tracking.mode import api_key_configured, resolve_mode
+from kdseg.tracking.mosaic import colorize
+from kdseg.tracking.panels import layer_rows, layers_figure, prediction_figure
 from kdseg.tracking.run import WandbRun, run_id_for, search_column
 from kdseg.tracking.wandb_records import offline_runs, read_offline_run, sync_command
 from tests.conftest import tiny_config
@@ -149,7 +144,7 @@ def test_colorize_and_fixed_indices():
 
 
 def test_layer_rows_pair_from_the_deepest_stage_and_figures_render():
-    from kdseg.tracking.images import ModelView
+    from kdseg.tracking.panels import ModelView
 
     rng = torch.Generator().manual_seed(0)
     t_enc = [torch.rand(2, c, s, s, generator=rng) for c, s in ((8, 16), (16, 8), (32, 4), (64, 2))]

@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
-from kdseg.deploy.bench import FLOPS_NOTE, _check_size, bench_config, resolve_device
+from kdseg.deploy.bench import _check_size, bench_config
+from kdseg.deploy.profile import FLOPS_NOTE, resolve_device
 
 # ------------------------------------------------------------------------------------ command
 

@@ -12,7 +12,7 @@ from kdseg.layout import LEADERBOARD
 
 
 def cmd_sweep(args: argparse.Namespace) -> int:
-    from kdseg.sweep.driver import plan_sweep, run_sweep
+    from kdseg.sweep.space import load_space
 
     overrides = args.overrides
     if args.smoke:
@@ -20,6 +20,10 @@ def cmd_sweep(args: argparse.Namespace) -> int:
 
         overrides = smoke.smoke_overrides(args.space, args.overrides)
         print(smoke.describe(overrides, args.overrides), file=sys.stderr)
+    # A bad space file or --set is refused here, before Ray, Optuna and torch are imported.
+    load_space(args.space, overrides)
+    from kdseg.sweep.driver import plan_sweep, run_sweep
+
     plan = plan_sweep(
         args.space,
         out_root=args.out,

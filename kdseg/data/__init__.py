@@ -11,18 +11,13 @@
 """
 
 from kdseg.data.class_weights import class_weights_for, compute_class_weights
-from kdseg.data.classes import (
-    BDD100K_CLASSES,
-    BDD100K_PALETTE,
-    CAMVID_CLASSES,
-    CAMVID_PALETTE,
-    CARLA_CLASSES,
-    CARLA_PALETTE,
-    CITYSCAPES_CLASSES,
-    CITYSCAPES_PALETTE,
-)
+from kdseg.data.classes import classes_for
+from kdseg.data.formats.bdd100k import BDD100K_CLASSES, BDD100K_PALETTE
+from kdseg.data.formats.camvid import CAMVID_CLASSES, CAMVID_PALETTE
+from kdseg.data.formats.carla import CARLA_CLASSES, CARLA_PALETTE
+from kdseg.data.formats.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from kdseg.data.load import load_data, load_split
-from kdseg.data.registry import available_formats, register
+from kdseg.data.registry import available_formats, format_info, register
 from kdseg.data.synth import synth_cache_dir, write_synth
 from kdseg.data.types import HeldOutSplit, SegData, Split
 
@@ -54,8 +49,10 @@ __all__ = [
     "Split",
     "available_formats",
     "build_transforms",
+    "classes_for",
     "class_weights_for",
     "compute_class_weights",
+    "format_info",
     "load_data",
     "load_split",
     "make_eval_loader",

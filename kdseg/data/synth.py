@@ -20,8 +20,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from kdseg.data.classes import CARLA_CLASSES
 from kdseg.data.decode import parallel_map
+from kdseg.data.formats.carla import CARLA_CLASSES
 from kdseg.data.scene import render_scene
 from kdseg.errors import DatasetError
 

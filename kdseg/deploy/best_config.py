@@ -13,10 +13,11 @@ import os
 from pathlib import Path
 from typing import Any
 
-from kdseg.config import OWN_ARCHS, KDConfig, config_to_dict, load_config
+from kdseg.config import KDConfig, config_to_dict, load_config
 from kdseg.errors import KdsegError
 from kdseg.fileio import atomic_write
 from kdseg.layout import BEST_CONFIG, CONFIG_FILE, LEADERBOARD, SPEC_FILE, trial_run_dir
+from kdseg.models.registry import own_archs
 
 
 def pick_trial(sweep_dir: Path, rank_by: str | None = None) -> dict[str, Any]:
@@ -104,7 +105,7 @@ def inapplicable(cfg: KDConfig) -> dict[str, str]:
             out["train.teacher_lr"] = "the teacher does not train"
     for role in roles:
         m = getattr(cfg, role)
-        if m.arch in OWN_ARCHS:
+        if m.arch in own_archs():
             out[f"{role}.encoder"] = f"{role}.arch {m.arch} has no smp encoder"
         if m.arch != "lightweight_unet":
             out[f"{role}.width"] = f"{role}.width applies to lightweight_unet only"

@@ -162,11 +162,11 @@ def resolve_targets(
 
 def load_student(t: Target):
     """The target's student with its trained weights (a checkpoint that does not fit is an error)."""
-    from kdseg.models import build_model, load_checkpoint
+    from kdseg.models import build_model, load_model_checkpoint
 
     n = t.cfg.data.num_classes
     model = build_model(t.cfg.student.model_copy(update={"weights": None, "checkpoint": None}), n, "student")
-    load_checkpoint(model, t.student_path, role="student", num_classes=n)
+    load_model_checkpoint(model, t.student_path, role="student", num_classes=n)
     return model
 
 
@@ -193,11 +193,11 @@ def teacher_source(t: Target) -> tuple[Path | None, str]:
 
 
 def load_teacher(t: Target, path: Path):
-    from kdseg.models import build_model, load_checkpoint
+    from kdseg.models import build_model, load_model_checkpoint
 
     n = t.cfg.data.num_classes
     model = build_model(t.cfg.teacher.model_copy(update={"weights": None, "checkpoint": None}), n, "teacher")
-    load_checkpoint(model, path, role="teacher", num_classes=n)
+    load_model_checkpoint(model, path, role="teacher", num_classes=n)
     return model
 
 

@@ -396,10 +396,11 @@ def export_student(
     :func:`export_model`'s figures plus ``trial_id``, ``student``, ``params``, ``val_miou``, ``config``
     and ``checkpoint``.
     """
-    from kdseg.config import OWN_ARCHS, load_config
+    from kdseg.config import load_config
     from kdseg.deploy.best_config import pick_trial
     from kdseg.errors import CheckpointError
-    from kdseg.models import build_model, count_params, load_checkpoint
+    from kdseg.models import build_model, count_params, load_model_checkpoint
+    from kdseg.models.registry import own_archs
 
     if fmt not in FORMATS:
         raise ExportError(f"--format: unknown format {fmt!r}; use {' or '.join(FORMATS)}")
@@ -424,7 +425,7 @@ def export_student(
     # original checkpoint (it may have moved with the sweep).
     scfg = cfg.student.model_copy(update={"weights": None, "checkpoint": None})
     model = build_model(scfg, cfg.data.num_classes, role="student")
-    load_checkpoint(model, ckpt, role="student")
+    load_model_checkpoint(model, ckpt, role="student")
     size = tuple(size) if size else tuple(cfg.data.image_size)
     norm = cfg.data.augment.normalize
     metadata = {
@@ -433,7 +434,7 @@ def export_student(
         "trial_id": str(row["trial_id"]),
         "arch": scfg.arch,
         **({"width": scfg.width} if scfg.arch == "lightweight_unet" else {}),
-        **({} if scfg.arch in OWN_ARCHS else {"encoder": scfg.encoder}),
+        **({} if scfg.arch in own_archs() else {"encoder": scfg.encoder}),
         "num_classes": cfg.data.num_classes,
         "input_size": list(size),
         "input": "float32 RGB NCHW, pixel/255 then (x - mean) / std"

@@ -1,55 +1,50 @@
 """Distillation losses, feature adapters, alternation schedules and the combined objective.
 
 See :mod:`kdseg.distill.logit_losses` for the losses at the logits site (``distill.logit_loss``),
-:mod:`kdseg.distill.features` for the feature losses, :mod:`kdseg.distill.objective` for how the
-terms combine and :mod:`kdseg.distill.schedule` for the alternation semantics.
+:mod:`kdseg.distill.features` for the feature losses, :mod:`kdseg.distill.registry` for the two loss
+registries, :mod:`kdseg.distill.objective` for how the terms combine and :mod:`kdseg.distill.schedule`
+for the alternation semantics. The names below load on first use, so ``kdseg.distill.registry``
+(which the config imports) stays free of torch.
 """
 
-from kdseg.distill.adapters import FEATURE_SITES, FeatureAdapters, pair_indices
-from kdseg.distill.entropy import softmax_entropy
-from kdseg.distill.features import (
-    FEATURE_LOSSES,
-    cosine_loss,
-    cwd_loss,
-    get_feature_loss,
-    mse_loss,
-    register_feature_loss,
-)
-from kdseg.distill.hard import hard_loss
-from kdseg.distill.logit_losses import (
-    LOGIT_LOSSES,
-    LogitPair,
-    affinity_loss,
-    dist_loss,
-    get_logit_loss,
-    register_logit_loss,
-)
-from kdseg.distill.objective import KDObjective
-from kdseg.distill.schedule import ALTERNATIONS, Phase, alpha_at, phase_for
-from kdseg.distill.soft import soft_kl
+from importlib import import_module
 
-__all__ = [
-    "ALTERNATIONS",
-    "FEATURE_LOSSES",
-    "FEATURE_SITES",
-    "LOGIT_LOSSES",
-    "FeatureAdapters",
-    "KDObjective",
-    "LogitPair",
-    "Phase",
-    "affinity_loss",
-    "alpha_at",
-    "cosine_loss",
-    "cwd_loss",
-    "dist_loss",
-    "get_feature_loss",
-    "get_logit_loss",
-    "hard_loss",
-    "mse_loss",
-    "pair_indices",
-    "phase_for",
-    "register_feature_loss",
-    "register_logit_loss",
-    "soft_kl",
-    "softmax_entropy",
-]
+_HOMES = {
+    "FEATURE_SITES": "adapters",
+    "FeatureAdapters": "adapters",
+    "pair_indices": "adapters",
+    "softmax_entropy": "entropy",
+    "FEATURE_LOSSES": "features",
+    "cosine_loss": "features",
+    "cwd_loss": "features",
+    "get_feature_loss": "features",
+    "mse_loss": "features",
+    "register_feature_loss": "registry",
+    "hard_loss": "hard",
+    "LOGIT_LOSSES": "logit_losses",
+    "LogitPair": "logit_losses",
+    "affinity_loss": "logit_losses",
+    "dist_loss": "logit_losses",
+    "get_logit_loss": "logit_losses",
+    "register_logit_loss": "registry",
+    "KDObjective": "objective",
+    "ALTERNATIONS": "schedule",
+    "Phase": "schedule",
+    "alpha_at": "schedule",
+    "phase_for": "schedule",
+    "soft_kl": "soft",
+}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+__all__ = sorted(_HOMES)  # noqa: PLE0605

@@ -15,8 +15,8 @@ float32.
 - ``affinity``: pair-wise distillation (Liu et al., CVPR 2019),
   :func:`~kdseg.distill.logit_losses.affinity_loss` with ``grid = distill.affinity_grid``.
 
-The losses are registered in :data:`FEATURE_LOSSES` (a :class:`~kdseg.distill.registry.LossRegistry`;
-``distill.feature_loss`` is built from it) with the config keys of their options.
+The losses are registered in :data:`~kdseg.distill.registry.FEATURE_LOSSES` with the config keys of
+their options; ``distill.feature_loss`` accepts every registered name.
 """
 
 from __future__ import annotations
@@ -27,10 +27,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from kdseg.distill.logit_losses import affinity_loss
-from kdseg.distill.registry import LossRegistry
-
-FEATURE_LOSSES = LossRegistry("feature")
-register_feature_loss = FEATURE_LOSSES.register
+from kdseg.distill.registry import FEATURE_LOSSES, register_feature_loss
 
 
 def _check(student: Tensor, teacher: Tensor, name: str) -> None:

@@ -29,11 +29,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from kdseg.distill.registry import LossRegistry
+from kdseg.distill.registry import LOGIT_LOSSES, register_logit_loss
 from kdseg.distill.soft import kl_from_log_probs, log_probs, masked_mean
-
-LOGIT_LOSSES = LossRegistry("logit")
-register_logit_loss = LOGIT_LOSSES.register
 
 SoftPair = tuple[Tensor, Tensor]  # (log_softmax(x / T), softmax(x / T)) over the classes
 

@@ -1,24 +1,38 @@
 """Networks for kdseg: smp models, torchvision's FCN-ResNet50 and the lightweight UNet student.
 
 Public API: :func:`build_model`, :func:`count_params`, :class:`FeatureTaps`,
-:func:`feature_shapes`, :class:`LightweightUNet`.
+:func:`feature_shapes`, :class:`LightweightUNet`; :data:`~kdseg.models.registry.ARCHS` for
+architectures of our own. The names load on first use, so ``kdseg.models.registry`` (which the
+config imports) stays free of torch.
 """
 
-from kdseg.models.factory import build_model, count_params, encoder_of
-from kdseg.models.fcn import FCNResNet50
-from kdseg.models.lightweight_unet import LightweightUNet
-from kdseg.models.pretrained import load_checkpoint, load_encoder_weights
-from kdseg.models.taps import FeatureTaps, feature_shapes, tap_modules
+from importlib import import_module
 
-__all__ = [
-    "FCNResNet50",
-    "FeatureTaps",
-    "LightweightUNet",
-    "build_model",
-    "count_params",
-    "encoder_of",
-    "feature_shapes",
-    "load_checkpoint",
-    "load_encoder_weights",
-    "tap_modules",
-]
+_HOMES = {
+    "ARCHS": "registry",
+    "register_arch": "registry",
+    "FCNResNet50": "fcn",
+    "FeatureTaps": "taps",
+    "LightweightUNet": "lightweight_unet",
+    "build_model": "factory",
+    "count_params": "factory",
+    "encoder_of": "factory",
+    "feature_shapes": "taps",
+    "load_model_checkpoint": "pretrained",
+    "load_encoder_weights": "pretrained",
+    "tap_modules": "taps",
+}
+
+
+def __getattr__(name: str):
+    home = _HOMES.get(name)
+    if home is None:
+        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+    return getattr(import_module(f"{__name__}.{home}"), name)
+
+
+def __dir__() -> list[str]:
+    return sorted([*globals(), *_HOMES])
+
+
+__all__ = sorted(_HOMES)  # noqa: PLE0605

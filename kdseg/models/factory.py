@@ -2,13 +2,13 @@
 
 Every model's ``forward(x)`` returns logits ``[B, num_classes, H, W]`` at the input size.
 
-- ``arch: lightweight_unet``: :class:`~kdseg.models.LightweightUNet` (``width`` scales it).
-- ``arch: fcn_resnet50``: torchvision's FCN-ResNet50 without auxiliary head.
+- an ``arch`` registered in :data:`~kdseg.models.registry.ARCHS` (``lightweight_unet``,
+  ``fcn_resnet50``): its builder.
 - any other ``arch``: ``segmentation_models_pytorch.create_model(arch, encoder_name=encoder, ...)``.
 
 ``weights``: ``None`` (random init), ``"imagenet"`` (downloaded by smp / torchvision, or read from
 their caches) or a local file holding the *encoder's* state dict. ``checkpoint``: a full model
-state dict loaded after building (see :func:`kdseg.models.weights.load_checkpoint`).
+state dict loaded after building (see :func:`kdseg.models.pretrained.load_model_checkpoint`).
 ``frozen`` is not applied here: the training loop decides on eval mode and gradients.
 """
 
@@ -18,16 +18,15 @@ from pathlib import Path
 
 from torch import nn
 
-from kdseg.config import OWN_ARCHS, ModelConfig
+from kdseg.config import ModelConfig
 from kdseg.errors import CheckpointError, ConfigError, WeightsError
-from kdseg.models.fcn import FCNResNet50, build_fcn_resnet50
-from kdseg.models.lightweight_unet import LightweightUNet
 from kdseg.models.pretrained import (
     download_error_message,
     is_download_error,
-    load_checkpoint,
     load_encoder_weights,
+    load_model_checkpoint,
 )
+from kdseg.models.registry import ARCHS, arch_of, own_archs
 
 __all__ = ["build_model", "count_params", "encoder_of"]
 
@@ -38,17 +37,17 @@ def count_params(model: nn.Module) -> int:
 
 
 def encoder_of(model: nn.Module) -> nn.Module:
-    """The module that encoder weights files are loaded into."""
-    if isinstance(model, FCNResNet50):
-        return model.backbone
-    encoder = getattr(model, "encoder", None)
+    """The module that encoder weights files are loaded into (a registered arch's ``encoder`` option)."""
+    arch = arch_of(model)
+    attr = ARCHS.options[arch].get("encoder", "encoder") if arch else "encoder"
+    encoder = getattr(model, attr, None)
     if not isinstance(encoder, nn.Module):
         raise TypeError(f"{type(model).__name__} has no encoder")
     return encoder
 
 
 def _label(cfg: ModelConfig) -> str:
-    if cfg.arch in OWN_ARCHS:
+    if cfg.arch in own_archs():
         return f"{cfg.arch} encoder"
     return f"{cfg.arch}/{cfg.encoder} encoder"
 
@@ -80,15 +79,20 @@ def _build_smp(cfg: ModelConfig, num_classes: int, role: str | None) -> nn.Modul
         raise
 
 
-def _build_fcn(cfg: ModelConfig, num_classes: int, role: str | None) -> nn.Module:
+def _build_own(cfg: ModelConfig, num_classes: int, role: str | None) -> nn.Module:
+    build, opts = ARCHS.lookup(cfg.arch), ARCHS.options[cfg.arch]
     download = cfg.weights == "imagenet"
+    if download and not opts.get("imagenet", True):
+        raise WeightsError(
+            f"{_key(role, 'weights')}: {cfg.arch} has no pretrained 'imagenet' weights; "
+            "use null or a local encoder weights file"
+        )
     try:
-        return build_fcn_resnet50(num_classes, imagenet_backbone=download)
+        return build(cfg, num_classes)
     except Exception as e:
         if download and is_download_error(e):
-            raise WeightsError(
-                download_error_message("resnet50 (fcn_resnet50)", e, _key(role, "weights"))
-            ) from None
+            label = opts.get("weights_label", cfg.arch)
+            raise WeightsError(download_error_message(label, e, _key(role, "weights"))) from None
         raise
 
 
@@ -108,15 +112,8 @@ def build_model(cfg: ModelConfig, num_classes: int, role: str | None = None) -> 
             missing, unreadable or does not fit the encoder.
         CheckpointError: the checkpoint is missing, truncated, corrupt or does not fit.
     """
-    if cfg.arch == "lightweight_unet":
-        if cfg.weights == "imagenet":
-            raise WeightsError(
-                f"{_key(role, 'weights')}: lightweight_unet has no pretrained 'imagenet' weights; "
-                "use null or a local encoder weights file"
-            )
-        model: nn.Module = LightweightUNet(num_classes, width=cfg.width)
-    elif cfg.arch == "fcn_resnet50":
-        model = _build_fcn(cfg, num_classes, role)
+    if cfg.arch in own_archs():
+        model = _build_own(cfg, num_classes, role)
     else:
         model = _build_smp(cfg, num_classes, role)
 
@@ -139,7 +136,7 @@ def build_model(cfg: ModelConfig, num_classes: int, role: str | None = None) -> 
         )
     if cfg.checkpoint is not None:
         try:
-            load_checkpoint(model, cfg.checkpoint, role=role)
+            load_model_checkpoint(model, cfg.checkpoint, role=role)
         except CheckpointError as e:
             raise CheckpointError(f"{_key(role, 'checkpoint')}: {e}") from None
     return model

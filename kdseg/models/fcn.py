@@ -2,11 +2,19 @@
 
 from __future__ import annotations
 
+from typing import TYPE_CHECKING
+
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FCNResNet50", "build_fcn_resnet50"]
+from kdseg.models.registry import register_arch
+from kdseg.models.taps import torchvision_taps
+
+if TYPE_CHECKING:
+    from kdseg.config import ModelConfig
+
+__all__ = ["FCNResNet50", "build_fcn", "build_fcn_resnet50"]
 
 
 class FCNResNet50(nn.Module):
@@ -41,3 +49,15 @@ def build_fcn_resnet50(num_classes: int, imagenet_backbone: bool = False) -> FCN
         aux_loss=False,
     )
     return FCNResNet50(net.backbone, net.classifier)
+
+
+@register_arch(
+    "fcn_resnet50",
+    model_type=FCNResNet50,
+    taps=torchvision_taps,
+    encoder="backbone",
+    weights_label="resnet50 (fcn_resnet50)",
+)
+def build_fcn(cfg: ModelConfig, num_classes: int) -> FCNResNet50:
+    """``arch: fcn_resnet50``: ``weights: imagenet`` downloads torchvision's ImageNet ResNet-50."""
+    return build_fcn_resnet50(num_classes, imagenet_backbone=cfg.weights == "imagenet")

@@ -17,10 +17,17 @@ concatenate the encoder skip before their residual block.
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from kdseg.models.registry import register_arch
+from kdseg.models.taps import TapPoint, output_tap
+
+if TYPE_CHECKING:
+    from kdseg.config import ModelConfig
 
 __all__ = ["LightweightUNet", "ResidualDSBlock", "DSConv", "scaled_channels"]
 
@@ -185,3 +192,19 @@ class LightweightUNet(nn.Module):
         if x.shape[-2:] != size:
             x = F.interpolate(x, size=size, mode="bilinear", align_corners=False)
         return x
+
+
+def lightweight_unet_taps(model: LightweightUNet) -> dict[str, list[TapPoint]]:
+    """Feature sites: each encoder stage's output before pooling, the bottleneck, the last decoder block."""
+    last = len(model.decoder) - 1
+    return {
+        "encoder": [output_tap(m, f"encoder.{i}") for i, m in enumerate(model.encoder)],
+        "bottleneck": [output_tap(model.bottleneck, "bottleneck")],
+        "decoder": [output_tap(model.decoder[-1], f"decoder.{last}")],
+    }
+
+
+@register_arch("lightweight_unet", model_type=LightweightUNet, taps=lightweight_unet_taps, imagenet=False)
+def build_lightweight_unet(cfg: ModelConfig, num_classes: int) -> LightweightUNet:
+    """``arch: lightweight_unet``: ``width`` scales every channel count; ``encoder`` is ignored."""
+    return LightweightUNet(num_classes, width=cfg.width)

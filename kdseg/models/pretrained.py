@@ -23,7 +23,7 @@ __all__ = [
     "CHECKPOINT_ROLES",
     "download_error_message",
     "is_download_error",
-    "load_checkpoint",
+    "load_model_checkpoint",
     "load_encoder_weights",
     "read_state_file",
 ]
@@ -219,7 +219,7 @@ def load_encoder_weights(encoder: nn.Module, path: str | os.PathLike, label: str
     _load_checked(encoder, {k: v for k, v in best.items() if k in target})
 
 
-def load_checkpoint(
+def load_model_checkpoint(
     model: nn.Module, path: str | os.PathLike, role: str | None = None, num_classes: int | None = None
 ) -> None:
     """Load a full model state dict from ``path`` into ``model`` (strict; see ``select_state_dict``).

@@ -30,10 +30,17 @@ from torch import nn
 from torch.utils.hooks import RemovableHandle
 
 from kdseg.config import SITES
-from kdseg.models.fcn import FCNResNet50
-from kdseg.models.lightweight_unet import LightweightUNet
+from kdseg.models.registry import ARCHS, arch_of
 
-__all__ = ["FeatureTaps", "TapPoint", "feature_shapes", "tap_modules", "unwrap"]
+__all__ = [
+    "FeatureTaps",
+    "TapPoint",
+    "feature_shapes",
+    "output_tap",
+    "tap_modules",
+    "torchvision_taps",
+    "unwrap",
+]
 
 Extract = Callable[[tuple[Any, ...], Any], list[torch.Tensor]]
 
@@ -105,44 +112,50 @@ def _smp_encoder_last(inputs: tuple[Any, ...], out: Any) -> list[torch.Tensor]:
 # ------------------------------------------------------------------------------------- lookup
 
 
-def tap_modules(model: nn.Module) -> dict[str, list[TapPoint]]:
-    """Where each site of ``model`` is read, by model family.
+def output_tap(module: nn.Module, path: str) -> TapPoint:
+    """A tap on ``module``'s output (its main tensor)."""
+    return TapPoint(module, _output, path)
 
-    Supported: :class:`LightweightUNet`, :class:`FCNResNet50` (and torchvision's own FCN /
-    DeepLabV3 models), and smp models (anything with ``encoder``, ``decoder`` and
-    ``segmentation_head``). Any other model supports only ``logits``.
-    """
-    model = unwrap(model)
-    root = [TapPoint(model, _output, "(model output)")]
-    if isinstance(model, LightweightUNet):
-        return {
-            "encoder": [TapPoint(m, _output, f"encoder.{i}") for i, m in enumerate(model.encoder)],
-            "bottleneck": [TapPoint(model.bottleneck, _output, "bottleneck")],
-            "decoder": [TapPoint(model.decoder[-1], _output, f"decoder.{len(model.decoder) - 1}")],
-            "logits": root,
-        }
+
+def torchvision_taps(model: nn.Module) -> dict[str, list[TapPoint]] | None:
+    """Sites of a torchvision-style segmentation model (``backbone`` with ``layer1..4`` and a
+    ``classifier`` ``nn.Sequential``: FCN, DeepLabV3), or None when ``model`` is not one."""
     backbone = getattr(model, "backbone", None)
     classifier = getattr(model, "classifier", None)
-    if isinstance(model, FCNResNet50) or (
-        backbone is not None and hasattr(backbone, "layer4") and isinstance(classifier, nn.Sequential)
-    ):
-        layers = [f"layer{i}" for i in range(1, 5)]
-        # FCNHead / DeepLabHead: [..., BN, ReLU, (Dropout), Conv1x1]: read the last ReLU.
-        relu_idx = max(i for i, m in enumerate(classifier) if isinstance(m, nn.ReLU))
-        return {
-            "encoder": [TapPoint(getattr(backbone, n), _output, f"backbone.{n}") for n in layers],
-            "bottleneck": [TapPoint(backbone.layer4, _output, "backbone.layer4")],
-            "decoder": [TapPoint(classifier[relu_idx], _output, f"classifier.{relu_idx}")],
-            "logits": root,
-        }
-    if all(isinstance(getattr(model, a, None), nn.Module) for a in ("encoder", "decoder")):
-        return {
-            "encoder": [TapPoint(model.encoder, _smp_encoder_stages, "encoder")],
-            "bottleneck": [TapPoint(model.encoder, _smp_encoder_last, "encoder")],
-            "decoder": [TapPoint(model.decoder, _output, "decoder")],
-            "logits": root,
-        }
-    return {"logits": root}
+    if backbone is None or not hasattr(backbone, "layer4") or not isinstance(classifier, nn.Sequential):
+        return None
+    layers = [f"layer{i}" for i in range(1, 5)]
+    # FCNHead / DeepLabHead: [..., BN, ReLU, (Dropout), Conv1x1]: read the last ReLU.
+    relu_idx = max(i for i, m in enumerate(classifier) if isinstance(m, nn.ReLU))
+    return {
+        "encoder": [output_tap(getattr(backbone, n), f"backbone.{n}") for n in layers],
+        "bottleneck": [output_tap(backbone.layer4, "backbone.layer4")],
+        "decoder": [output_tap(classifier[relu_idx], f"classifier.{relu_idx}")],
+    }
+
+
+def _smp_taps(model: nn.Module) -> dict[str, list[TapPoint]] | None:
+    if not all(isinstance(getattr(model, a, None), nn.Module) for a in ("encoder", "decoder")):
+        return None
+    return {
+        "encoder": [TapPoint(model.encoder, _smp_encoder_stages, "encoder")],
+        "bottleneck": [TapPoint(model.encoder, _smp_encoder_last, "encoder")],
+        "decoder": [output_tap(model.decoder, "decoder")],
+    }
+
+
+def tap_modules(model: nn.Module) -> dict[str, list[TapPoint]]:
+    """Where each site of ``model`` is read.
+
+    A registered architecture (:data:`~kdseg.models.registry.ARCHS`) answers with its ``taps``
+    function; otherwise torchvision-style models (FCN / DeepLabV3) and smp models (anything with
+    ``encoder`` and ``decoder``) are recognised by their attributes. Any other model supports only
+    ``logits``.
+    """
+    model = unwrap(model)
+    arch = arch_of(model)
+    sites = ARCHS.options[arch]["taps"](model) if arch else (torchvision_taps(model) or _smp_taps(model))
+    return {**(sites or {}), "logits": [output_tap(model, "(model output)")]}
 
 
 def _check_sites(sites: Iterable[str]) -> list[str]:
@@ -174,7 +187,7 @@ class FeatureTaps:
         if missing:
             raise ValueError(
                 f"{type(self.model).__name__} has no known location for feature site(s) {missing}; "
-                "supported: smp models, fcn_resnet50, lightweight_unet (any model supports 'logits')"
+                f"supported: smp models, {', '.join(ARCHS.names())} (any model supports 'logits')"
             )
         self._handles.append(self.model.register_forward_pre_hook(self._reset))
         for site in self.sites:

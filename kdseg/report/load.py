@@ -132,16 +132,21 @@ def load_sweep(sweep_dir: str | Path) -> SweepData:
     if classes:
         names, palette = list(classes["class_names"]), classes.get("palette")
     else:
-        names, palette = _default_classes(spec.base_config.data.format, n_classes), None
+        names, palette = _format_classes(spec.base_config.data.format, n_classes)
     name = str(spec.extra.get("sweep_name") or sweep_dir.name)
     return SweepData(sweep_dir, name, spec, rows, trials, names, palette)
 
 
-def _default_classes(fmt: str, n: int) -> list[str]:
-    from kdseg.data import CAMVID_CLASSES, CARLA_CLASSES
+def _format_classes(fmt: str, n: int) -> tuple[list[str], list[list[int]] | None]:
+    """The registered format's class names and palette (kdseg.data.registry); generic names for a
+    format that is not registered (any more)."""
+    from kdseg.data.classes import classes_for
 
-    known = {"carla": CARLA_CLASSES, "synthetic": CARLA_CLASSES, "camvid": CAMVID_CLASSES}.get(fmt, ())
-    return [*known[:n], *(f"class_{i}" for i in range(len(known), n))]
+    try:
+        names, palette = classes_for(fmt, n)
+    except KdsegError:
+        return [f"class_{i}" for i in range(n)], None
+    return names, palette.tolist()
 
 
 # ------------------------------------------------------------------------------------- searched keys

@@ -19,7 +19,6 @@ from pathlib import Path
 import numpy as np
 
 from kdseg.config import DataConfig
-from kdseg.data.classes import BDD100K_CLASSES, BDD100K_PALETTE
 from kdseg.data.decode import open_image
 from kdseg.data.folders import (
     Layout,
@@ -31,8 +30,13 @@ from kdseg.data.folders import (
     test_base,
     test_is_val,
 )
+from kdseg.data.formats.cityscapes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
+
+# BDD100K uses the 19 Cityscapes evaluation classes and train ids.
+BDD100K_CLASSES: tuple[str, ...] = CITYSCAPES_CLASSES
+BDD100K_PALETTE = CITYSCAPES_PALETTE
 
 IMAGE_DIR = Path("images", "10k")
 LABEL_DIR = Path("labels", "sem_seg", "masks")
@@ -59,7 +63,7 @@ def read_bdd100k_label(path: Path, ignore_index: int) -> np.ndarray:
     return ids
 
 
-@register("bdd100k")
+@register("bdd100k", classes=BDD100K_CLASSES, palette=BDD100K_PALETTE, reader=read_bdd100k_label)
 def bdd100k(cfg: DataConfig) -> Layout:
     assert cfg.root is not None
     root = require_dir(Path(cfg.root).expanduser().resolve())

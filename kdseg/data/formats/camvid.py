@@ -12,11 +12,42 @@ from pathlib import Path
 import numpy as np
 
 from kdseg.config import DataConfig
-from kdseg.data.classes import CAMVID_CLASSES, CAMVID_PALETTE, CAMVID_UNLABELLED
 from kdseg.data.decode import open_image
 from kdseg.data.folders import Layout, Pair, no_test_split, pair_folders, random_split, require_dir, test_base
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
+
+# CamVid as distributed with SegNet: ids 0..10, 11 = unlabelled (mapped to the ignore index).
+CAMVID_CLASSES: tuple[str, ...] = (
+    "Sky",
+    "Building",
+    "Pole",
+    "Road",
+    "Pavement",
+    "Tree",
+    "SignSymbol",
+    "Fence",
+    "Car",
+    "Pedestrian",
+    "Bicyclist",
+)
+CAMVID_UNLABELLED = 11
+CAMVID_PALETTE = np.array(
+    [
+        (128, 128, 128),
+        (128, 0, 0),
+        (192, 192, 128),
+        (128, 64, 128),
+        (60, 40, 222),
+        (128, 128, 0),
+        (192, 128, 128),
+        (64, 64, 128),
+        (64, 0, 128),
+        (64, 64, 0),
+        (0, 128, 192),
+    ],
+    dtype=np.uint8,
+)
 
 
 def read_camvid_label(path: Path, ignore_index: int) -> np.ndarray:
@@ -32,7 +63,7 @@ def read_camvid_label(path: Path, ignore_index: int) -> np.ndarray:
     return ids
 
 
-@register("camvid")
+@register("camvid", classes=CAMVID_CLASSES, palette=CAMVID_PALETTE, reader=read_camvid_label)
 def camvid(cfg: DataConfig) -> Layout:
     assert cfg.root is not None
     root = require_dir(Path(cfg.root).expanduser().resolve())

@@ -13,11 +13,45 @@ from pathlib import Path
 import numpy as np
 
 from kdseg.config import DataConfig
-from kdseg.data.classes import CARLA_CLASSES, CARLA_PALETTE
 from kdseg.data.decode import open_image
 from kdseg.data.folders import Layout, Pair, no_test_split, pair_folders, random_split, require_dir, test_base
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
+
+# Lyft-Udacity Perception Challenge / CARLA 0.8: the class id is the RED channel of CameraSeg.
+CARLA_CLASSES: tuple[str, ...] = (
+    "None",
+    "Buildings",
+    "Fences",
+    "Other",
+    "Pedestrians",
+    "Poles",
+    "RoadLines",
+    "Roads",
+    "Sidewalks",
+    "Vegetation",
+    "Vehicles",
+    "Walls",
+    "TrafficSigns",
+)
+CARLA_PALETTE = np.array(
+    [
+        (0, 0, 0),
+        (70, 70, 70),
+        (190, 153, 153),
+        (250, 170, 160),
+        (220, 20, 60),
+        (153, 153, 153),
+        (157, 234, 50),
+        (128, 64, 128),
+        (244, 35, 232),
+        (107, 142, 35),
+        (0, 0, 142),
+        (102, 102, 156),
+        (220, 220, 0),
+    ],
+    dtype=np.uint8,
+)
 
 RGB_DIR, SEG_DIR = "CameraRGB", "CameraSeg"
 
@@ -60,7 +94,7 @@ def carla_layout(root: Path, cfg: DataConfig, name: str = "carla") -> Layout:
     return Layout(train, val, CARLA_CLASSES, CARLA_PALETTE, read_red_channel, f"{name}:{root}", test)
 
 
-@register("carla")
+@register("carla", classes=CARLA_CLASSES, palette=CARLA_PALETTE, reader=read_red_channel)
 def carla(cfg: DataConfig) -> Layout:
     assert cfg.root is not None  # the config requires a root for this format
     return carla_layout(Path(cfg.root).expanduser().resolve(), cfg)

@@ -22,7 +22,6 @@ from pathlib import Path
 import numpy as np
 
 from kdseg.config import DataConfig
-from kdseg.data.classes import CITYSCAPES_CLASSES, CITYSCAPES_PALETTE, cityscapes_lut
 from kdseg.data.decode import open_image
 from kdseg.data.folders import (
     Layout,
@@ -36,6 +35,87 @@ from kdseg.data.folders import (
 )
 from kdseg.data.registry import register
 from kdseg.errors import DatasetError
+
+# Cityscapes: the 19 evaluated classes (BDD100K uses the same classes and train ids).
+CITYSCAPES_CLASSES: tuple[str, ...] = (
+    "road",
+    "sidewalk",
+    "building",
+    "wall",
+    "fence",
+    "pole",
+    "traffic light",
+    "traffic sign",
+    "vegetation",
+    "terrain",
+    "sky",
+    "person",
+    "rider",
+    "car",
+    "truck",
+    "bus",
+    "train",
+    "motorcycle",
+    "bicycle",
+)
+CITYSCAPES_PALETTE = np.array(
+    [
+        (128, 64, 128),
+        (244, 35, 232),
+        (70, 70, 70),
+        (102, 102, 156),
+        (190, 153, 153),
+        (153, 153, 153),
+        (250, 170, 30),
+        (220, 220, 0),
+        (107, 142, 35),
+        (152, 251, 152),
+        (70, 130, 180),
+        (220, 20, 60),
+        (255, 0, 0),
+        (0, 0, 142),
+        (0, 0, 70),
+        (0, 60, 100),
+        (0, 80, 100),
+        (0, 0, 230),
+        (119, 11, 32),
+    ],
+    dtype=np.uint8,
+)
+# cityscapesScripts (helpers/labels.py): labelId -> trainId of the 19 evaluated classes. Every
+# other labelId (0-6 unlabeled/ego vehicle/rectification border/out of roi/static/dynamic/ground,
+# 9 parking, 10 rail track, 14 guard rail, 15 bridge, 16 tunnel, 18 polegroup, 29 caravan,
+# 30 trailer, and -1 license plate, stored as 255) has trainId 255 and becomes the ignore index.
+CITYSCAPES_LABELID_TO_TRAINID: dict[int, int] = {
+    7: 0,
+    8: 1,
+    11: 2,
+    12: 3,
+    13: 4,
+    17: 5,
+    19: 6,
+    20: 7,
+    21: 8,
+    22: 9,
+    23: 10,
+    24: 11,
+    25: 12,
+    26: 13,
+    27: 14,
+    28: 15,
+    31: 16,
+    32: 17,
+    33: 18,
+}
+
+
+def cityscapes_lut(ignore_index: int) -> np.ndarray:
+    """uint8 [256] lookup table: labelId -> trainId, everything else -> ``ignore_index``."""
+    lut = np.full(256, ignore_index, dtype=np.uint8)
+    for label_id, train_id in CITYSCAPES_LABELID_TO_TRAINID.items():
+        lut[label_id] = train_id
+    return lut
+
 
 IMAGE_DIR, LABEL_DIR = "leftImg8bit", "gtFine"
 IMAGE_SUFFIX = "_leftImg8bit.png"
@@ -97,7 +177,7 @@ def split_pairs(root: Path, split: str) -> list[Pair]:
     return pair_maps(images, labels, image_dir, label_dir, root, hint=f" (labels are *{LABEL_SUFFIX})")
 
 
-@register("cityscapes")
+@register("cityscapes", classes=CITYSCAPES_CLASSES, palette=CITYSCAPES_PALETTE, reader=read_cityscapes_label)
 def cityscapes(cfg: DataConfig) -> Layout:
     assert cfg.root is not None
     root = require_dir(Path(cfg.root).expanduser().resolve())

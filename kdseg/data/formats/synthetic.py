@@ -4,12 +4,12 @@ from __future__ import annotations
 
 from kdseg.config import DataConfig
 from kdseg.data.folders import Layout
-from kdseg.data.formats.carla import carla_layout
+from kdseg.data.formats.carla import CARLA_CLASSES, CARLA_PALETTE, carla_layout, read_red_channel
 from kdseg.data.registry import register
 from kdseg.data.synth import ensure_synth, synth_cache_dir
 
 
-@register("synthetic")
+@register("synthetic", classes=CARLA_CLASSES, palette=CARLA_PALETTE, reader=read_red_channel)
 def synthetic(cfg: DataConfig) -> Layout:
     s = cfg.synth
     root = cfg.root.expanduser().resolve() if cfg.root is not None else synth_cache_dir(s.n, s.size, s.seed)

@@ -6,10 +6,8 @@ import itertools
 import math
 from typing import Any
 
-from kdseg.config import (
-    OWN_ARCHS,
-    config_to_dict,
-)
+from kdseg.config import config_to_dict
+from kdseg.models.registry import own_archs
 from kdseg.sweep.selection import CONTROL_KEY
 from kdseg.sweep.space.distributions import Domain, Grid
 from kdseg.sweep.space.distributions import same_value as _same
@@ -155,6 +153,6 @@ def initial_points(spec: SweepSpec) -> list[dict[str, Any]]:
 def describe_model(m: Any) -> str:
     if m.arch == "lightweight_unet":
         return f"lightweight_unet@{float(m.width)}"
-    if m.arch in OWN_ARCHS:
+    if m.arch in own_archs():
         return m.arch
     return f"{m.arch}/{m.encoder}"

@@ -14,6 +14,7 @@ from kdseg.config import (
     apply_overrides,
     config_to_dict,
     format_validation_error,
+    model_names_checked_last,
     parse_override,
     read_yaml,
     set_dotted,
@@ -36,12 +37,14 @@ from kdseg.sweep.space.schema import (
 # ----------------------------------------------------------------------------------------- loading
 
 
+@model_names_checked_last
 def load_space(path: str | os.PathLike, overrides: Iterable[str | tuple[str, Any]] = ()) -> SweepSpec:
     """Read, override and validate a search-space file (see the module docstring for the rules)."""
     path = Path(path)
     return _load(read_yaml(path), path, overrides)
 
 
+@model_names_checked_last
 def load_resolved(path: str | os.PathLike) -> SweepSpec:
     """Read a sweep folder's ``sweep.yaml`` (written from :func:`spec_to_dict`) back into a spec.
 

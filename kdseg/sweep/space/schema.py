@@ -12,7 +12,7 @@ from kdseg.config import (
     KDConfig,
 )
 from kdseg.errors import ConfigError
-from kdseg.sweep.selection import DEFAULT_QUALITY_FLOOR, check_objective
+from kdseg.sweep.selection import COSTS, DEFAULT_QUALITY_FLOOR, check_objective
 from kdseg.sweep.space.distributions import Domain
 
 
@@ -111,7 +111,7 @@ class SweepSettings(_Strict):
         "iou_per_mparam",
         description="what the study, the searcher, ASHA and the leaderboard optimise (kdseg.selection)",
     )
-    cost: Literal["student_params", "gflops", "latency_ms"] = Field(
+    cost: Literal[COSTS] = Field(  # type: ignore[valid-type]  (the costs are written once, in selection)
         "student_params", description="objective: pareto minimises this next to maximising val mIoU"
     )
     quality_floor: float = Field(
