@@ -132,7 +132,8 @@ def test_plan_ships_project_without_outputs_data_or_credentials(tmp_path):
 
 
 def test_plan_defaults_to_cluster_storage_and_refuses_what_cannot_ship(tmp_path):
-    from kdseg.cluster.submit import CLUSTER_OUT, normalize_address, plan_job
+    from kdseg.cluster.jobs import normalize_address
+    from kdseg.cluster.submit import CLUSTER_OUT, plan_job
     from kdseg.errors import ConfigError
 
     space = make_project(tmp_path / "proj", tmp_path / "scenes")
@@ -167,7 +168,7 @@ def test_plan_defaults_to_cluster_storage_and_refuses_what_cannot_ship(tmp_path)
 
 
 def test_submit_to_nothing_is_a_clear_error():
-    from kdseg.cluster.submit import connect
+    from kdseg.cluster.jobs import connect
     from kdseg.errors import KdsegError
 
     port = _free_ports(1)[0]

@@ -157,7 +157,10 @@ def _trainable(spec, data, sweep_dir: Path, resources: dict[str, float]):
     from ray import tune
 
     from kdseg.sweep.trainable import kd_trainable
+    from kdseg.sweep.workers import multi_worker_trainable, uses_workers
 
+    if uses_workers(spec):  # resources_per_trial.workers: a Ray Train job per trial
+        return multi_worker_trainable(spec, data, sweep_dir)
     return tune.with_resources(
         tune.with_parameters(kd_trainable, spec=spec, data=data, sweep_dir=str(sweep_dir)), resources
     )
@@ -188,6 +191,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
     from kdseg.sweep.space import control_params, controls, initial_points, to_tune_space
     from kdseg.sweep.study import make_searcher, open_storage
     from kdseg.sweep.trainable import PruneFinishedCheckpoints, ReportRecoveries
+    from kdseg.sweep.workers import default_concurrency, uses_workers
 
     spec = plan.spec
     s = spec.sweep
@@ -221,10 +225,11 @@ def _tuner(plan: SweepPlan, data, restore: bool):
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=s.num_samples,
-            max_concurrent_trials=s.max_concurrent,
+            max_concurrent_trials=default_concurrency(spec),
             trial_dirname_creator=lambda trial: trial.trial_id,
             # A new worker per trial re-imports torch/smp/Ray (5-15 s on 2 cores): reuse them.
-            reuse_actors=True,
+            # (not for a workers trial: ending its actor is what ends the Train run ASHA stopped)
+            reuse_actors=not uses_workers(spec),
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,
