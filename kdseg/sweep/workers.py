@@ -14,7 +14,8 @@ kdseg refuses a ``workers`` sweep with it turned off):
 - every worker (:func:`train_worker`) runs the same :func:`kdseg.train.train_kd`, which finds the process
   group Ray Train set up (accelerate reads ``RANK``/``WORLD_SIZE``/``LOCAL_RANK`` and the initialised
   ``torch.distributed``), so the trial trains as under ``torchrun``: sharded batches, averaged gradients,
-  exact validation. Every rank calls ``ray.train.report`` once per epoch (a barrier); rank 0 with the
+  exact validation. Each result carries ``workers`` (the world size) and ``worker_nodes`` (the Ray
+  nodes the workers run on). Every rank calls ``ray.train.report`` once per epoch (a barrier); rank 0 with the
   epoch's checkpoint (its ``run/`` folder, which Ray Train copies into the Train run's storage). Rank 0 is
   the trial's one writer (``run/``: metrics.jsonl, student.pt, images, its W&B run) and computes the
   trial's result as a one-process trial does (:func:`kdseg.sweep.trainable._run_trial`).
@@ -230,6 +231,18 @@ def _agree(stop: bool | None) -> None:
         raise TrialStopped(0)
 
 
+def _worker_nodes() -> str:
+    """The Ray nodes the trial's workers run on (their ids, sorted, comma-separated): a collective."""
+    import ray
+    import torch.distributed as dist
+
+    nodes = [ray.get_runtime_context().get_node_id()]
+    if dist.is_available() and dist.is_initialized() and dist.get_world_size() > 1:
+        nodes = [None] * dist.get_world_size()
+        dist.all_gather_object(nodes, ray.get_runtime_context().get_node_id())
+    return ",".join(sorted(set(nodes)))
+
+
 def train_worker(config: dict[str, Any]) -> None:
     """One Ray Train worker of a trial: rank 0 runs the trial, the others train beside it."""
     import ray
@@ -240,6 +253,7 @@ def train_worker(config: dict[str, Any]) -> None:
     data = ray.get(config["data"])
     checkpoint = ray.train.get_checkpoint()
     context = ray.train.get_context()
+    nodes = _worker_nodes()
     try:
         if context.get_world_rank() != 0:
             _follow(config, data, checkpoint)
@@ -248,7 +262,7 @@ def train_worker(config: dict[str, Any]) -> None:
         results, replies = config["results"], config["replies"]
 
         def report(metrics: dict[str, Any], checkpoint=None) -> None:
-            metrics = {**metrics, "workers": workers}
+            metrics = {**metrics, "workers": workers, "worker_nodes": nodes}
             _report(metrics, checkpoint)  # every rank: a barrier; the checkpoint persisted
             results.put(metrics)  # to Tune, through the trial's actor
             _agree(replies.get() == "stop")
