@@ -42,6 +42,7 @@ from typing import Any
 
 from kdseg.cluster.upload import DEFAULT_EXCLUDES, find_excludes, find_project_root, inside_project, preflight
 from kdseg.errors import ConfigError
+from kdseg.sweep.shared_path import check_sweep_root
 
 # Where a job's sweep writes when --out is not given: the cluster's $KDSEG_RUNS, else ~/kdseg-runs.
 CLUSTER_OUT = "${KDSEG_RUNS:-$HOME/kdseg-runs}"
@@ -99,6 +100,8 @@ def plan_job(
     if spec.base and Path(spec.base) != space_path and "base_config" not in read_yaml(space_path):
         base_rel = inside_project(Path(spec.base), root, "its base config (base:)")
 
+    if out is not None:
+        check_sweep_root(out)  # a path every node mounts, not a URI
     out_arg = CLUSTER_OUT if out is None else str(Path(out).expanduser().absolute())
     all_excludes = [*DEFAULT_EXCLUDES, *find_excludes(root), *excludes]
     env_vars = {"PYTHONUNBUFFERED": "1", **_env_vars(env)}
