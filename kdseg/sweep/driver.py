@@ -230,7 +230,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
             max_concurrent_trials=default_concurrency(spec),
             trial_dirname_creator=lambda trial: trial.trial_id,
             # A new worker per trial re-imports torch/smp/Ray (5-15 s on 2 cores): reuse them.
-            # (not for a workers trial: ending its actor is what ends the Train run ASHA stopped)
+            # (not for workers trials: their actor only drives a Train run of new worker processes)
             reuse_actors=not uses_workers(spec),
         ),
         run_config=tune.RunConfig(

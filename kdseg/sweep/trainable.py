@@ -255,7 +255,7 @@ def _run_trial(
 
 
 def _node_id() -> str | None:
-    """The Ray node this trial (or its rank 0 worker) runs on: the leaderboard's trials, placed."""
+    """The Ray node this trial (or its rank 0 worker) runs on, in every result: where each trial ran."""
     try:
         import ray
 

@@ -97,12 +97,13 @@ def check_workers(spec: Any, address: str | None = None) -> None:
     if not address:  # a cluster's nodes are not known before joining it
         from kdseg.sweep.preflight import visible_gpus
 
-        for kind, per, have in (("cpu", r.cpu, os.cpu_count() or 1), ("gpu", r.gpu, None)):
-            if per and per * r.workers > (have if have is not None else visible_gpus()):
-                have = have if have is not None else visible_gpus()
+        have = {"cpu": os.cpu_count() or 1, **({"gpu": visible_gpus()} if r.gpu else {})}
+        for kind, count in have.items():
+            per = getattr(r, kind)
+            if per * r.workers > count:
                 raise KdsegError(
                     f"{src}: sweep.resources_per_trial: workers: {r.workers} x {kind}: {per} is more than "
-                    f"this machine's {have} {kind.upper()}s; no trial could start (fewer workers, or "
+                    f"this machine's {count} {kind.upper()}s; no trial could start (fewer workers, or "
                     f"--address a cluster)"
                 )
     if not is_v2_enabled():
