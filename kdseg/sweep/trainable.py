@@ -69,7 +69,7 @@ def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str,
     )
 
 
-class _TrialExit:
+class TrialExit:
     """Lets Ray Tune's stop of a trial wait (at most ``timeout`` s) for the trial to wind down.
 
     Tune stops a function trainable (ASHA, max_t reached) by releasing its training thread, which
@@ -117,9 +117,9 @@ class _TrialExit:
 
 
 def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | None = None) -> None:
-    exit_ = _TrialExit()
+    exit_ = TrialExit()
     try:
-        _run_trial(params, spec, data, sweep_dir, exit_.report)
+        run_trial(params, spec, data, sweep_dir, exit_.report)
     finally:
         exit_.done.set()
 
@@ -127,7 +127,7 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
 _FROM_TUNE = object()
 
 
-def _run_trial(
+def run_trial(
     params: dict[str, Any],
     spec,
     data,

@@ -18,7 +18,7 @@ kdseg refuses a ``workers`` sweep with it turned off):
   nodes the workers run on). Every rank calls ``ray.train.report`` once per epoch (a barrier); rank 0 with the
   epoch's checkpoint (its ``run/`` folder, which Ray Train copies into the Train run's storage). Rank 0 is
   the trial's one writer (``run/``: metrics.jsonl, student.pt, images, its W&B run) and computes the
-  trial's result as a one-process trial does (:func:`kdseg.sweep.trainable._run_trial`).
+  trial's result as a one-process trial does (:func:`kdseg.sweep.trainable.run_trial`).
 - rank 0 hands each result to the Tune trial, which reports it to Tune (ASHA, the Optuna searcher, the
   live table and the leaderboard see it as a one-process trial's) and hands Tune's decision back before
   any rank trains on: a trial ASHA stops ends at that epoch, every rank returning, the Train run ending
@@ -90,7 +90,7 @@ def check_workers(spec: Any, address: str | None = None) -> None:
         return
     import os
 
-    from ray.train.v2._internal.constants import V2_ENABLED_ENV_VAR, is_v2_enabled
+    from kdseg.sweep.ray_private import TRAIN_V2_ENV, train_v2_enabled
 
     src = spec.source or "sweep"
     r = spec.sweep.resources_per_trial
@@ -106,9 +106,9 @@ def check_workers(spec: Any, address: str | None = None) -> None:
                     f"this machine's {count} {kind.upper()}s; no trial could start (fewer workers, or "
                     f"--address a cluster)"
                 )
-    if not is_v2_enabled():
+    if not train_v2_enabled():
         raise KdsegError(
-            f"{src}: sweep.resources_per_trial.workers needs Ray Train V2, but {V2_ENABLED_ENV_VAR} "
+            f"{src}: sweep.resources_per_trial.workers needs Ray Train V2, but {TRAIN_V2_ENV} "
             f"turns it off in this environment; unset it (or set it to 1)"
         )
 
@@ -124,9 +124,9 @@ STOP_TIMEOUT_S = 60.0
 
 def kd_train_driver(params: dict[str, Any], spec=None, data=None, sweep_dir: str | None = None) -> None:
     """A Tune trial that runs its training as a Ray Train job of ``workers`` processes."""
-    from kdseg.sweep.trainable import _TrialExit
+    from kdseg.sweep.trainable import TrialExit
 
-    exit_ = _TrialExit(timeout=STOP_TIMEOUT_S)  # a stop waits for the Train run to end (below)
+    exit_ = TrialExit(timeout=STOP_TIMEOUT_S)  # a stop waits for the Train run to end (below)
     try:
         _drive(params, spec, data, sweep_dir, exit_.report)
     finally:
@@ -249,7 +249,7 @@ def train_worker(config: dict[str, Any]) -> None:
     import ray
     import ray.train
 
-    from kdseg.sweep.trainable import _run_trial
+    from kdseg.sweep.trainable import run_trial
 
     data = ray.get(config["data"])
     checkpoint = ray.train.get_checkpoint()
@@ -269,7 +269,7 @@ def train_worker(config: dict[str, Any]) -> None:
             _agree(replies.get() == "stop")
 
         try:
-            _run_trial(
+            run_trial(
                 config["params"],
                 config["spec"],
                 data,
