@@ -282,6 +282,7 @@ def train_kd(
     on_step: Callable[[int, int], None] | None = None,
     hooks: Sequence[EpochHook] = (),
     keep_last_checkpoint: bool = True,
+    report_every_process: bool = False,
 ) -> dict[str, Any]:
     """Train teacher and student together as ``cfg`` says; returns the last epoch's metrics.
 
@@ -290,6 +291,9 @@ def train_kd(
     each of ``hooks`` gets an :class:`EpochContext` after validation, before the report.
     ``keep_last_checkpoint=False`` skips the full checkpoint after the final epoch (a sweep trial
     that has finished is never resumed); student.pt is always written.
+    ``report_every_process=True`` calls ``report`` on every process, not only the main one (with the
+    same metrics; the checkpoint folder on the main process only, ``None`` elsewhere): for launchers
+    whose report is a barrier across processes (Ray Train's ``ray.train.report``).
     Raises :class:`Diverged` when a loss becomes NaN or infinite.
     """
     from kdseg.data import make_loaders
@@ -438,7 +442,7 @@ def train_kd(
                 if not is_last or keep_last_checkpoint:
                     save_atomic(state, run_dir / FULL_CHECKPOINT)
                     ckpt_dir = run_dir
-        if report is not None and main:
+        if report is not None and (main or report_every_process):
             report(metrics, ckpt_dir)
         last = metrics
     accelerator.wait_for_everyone()  # files written when train_kd returns, on every process

@@ -132,7 +132,8 @@ def test_plan_ships_project_without_outputs_data_or_credentials(tmp_path):
 
 
 def test_plan_defaults_to_cluster_storage_and_refuses_what_cannot_ship(tmp_path):
-    from kdseg.cluster.submit import CLUSTER_OUT, normalize_address, plan_job
+    from kdseg.cluster.jobs import normalize_address
+    from kdseg.cluster.submit import CLUSTER_OUT, plan_job
     from kdseg.errors import ConfigError
 
     space = make_project(tmp_path / "proj", tmp_path / "scenes")
@@ -166,8 +167,23 @@ def test_plan_defaults_to_cluster_storage_and_refuses_what_cannot_ship(tmp_path)
         normalize_address("ray://h:10001")
 
 
+@pytest.mark.parametrize("uri", ["s3://bucket/runs", "gs://bucket/runs", "file:///shared/runs"])
+def test_a_uri_as_sweep_root_is_refused_before_anything_is_written(tmp_path, synth_dir, kdseg, uri):
+    """kdseg writes the sweep folder with file operations from every node: --out is a (shared) path."""
+    from kdseg.cluster.submit import plan_job
+    from kdseg.errors import ConfigError
+
+    space = make_project(tmp_path / "proj", synth_dir)
+    with pytest.raises(ConfigError, match="--out .*: a URI; .*mounts") as e:
+        plan_job(space, out=uri)
+    assert uri in str(e.value) and e.value.exit_code == 2
+    out = kdseg("sweep", space, "--out", uri, "--name", "u", cwd=tmp_path)
+    assert out.returncode == 2 and f"--out {uri}: a URI" in out.stderr, out.stderr[-2000:]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["proj"]  # no "s3:" folder, nothing written
+
+
 def test_submit_to_nothing_is_a_clear_error():
-    from kdseg.cluster.submit import connect
+    from kdseg.cluster.jobs import connect
     from kdseg.errors import KdsegError
 
     port = _free_ports(1)[0]

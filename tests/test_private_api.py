@@ -54,6 +54,15 @@ def test_ray_train_session_getter_exists() -> None:
     assert train_session() is None  # outside a trial: no session, and no error
 
 
+def test_ray_train_v2_switch_exists(monkeypatch) -> None:
+    from kdseg.sweep.ray_private import TRAIN_V2_ENV, train_v2_enabled
+
+    monkeypatch.delenv(TRAIN_V2_ENV, raising=False)
+    assert train_v2_enabled() is True  # Ray 2.60's default
+    monkeypatch.setenv(TRAIN_V2_ENV, "0")
+    assert train_v2_enabled() is False
+
+
 def test_wandb_proto_record_has_the_fields_the_offline_reader_reads() -> None:
     pb = pytest.importorskip("wandb.proto.wandb_internal_pb2")
     rec = pb.Record()

@@ -8,7 +8,7 @@ import shlex
 import sys
 import time
 
-from kdseg.cluster.submit import (
+from kdseg.cluster.jobs import (
     TERMINAL,
     _job_call,
     _status_name,
@@ -17,9 +17,9 @@ from kdseg.cluster.submit import (
     exit_status,
     follow,
     normalize_address,
-    plan_job,
     wait_terminal,
 )
+from kdseg.cluster.submit import plan_job
 from kdseg.errors import KdsegError
 
 # ------------------------------------------------------------------------------------ commands

@@ -65,10 +65,12 @@ def plan_sweep(
 ) -> SweepPlan:
     """Load and validate a search space; refuse to overwrite an existing sweep."""
     from kdseg.sweep.final_eval import check_final_eval
+    from kdseg.sweep.shared_path import check_sweep_root
     from kdseg.sweep.space import load_space
     from kdseg.sweep.study import check_new_study, storage_url
     from kdseg.sweep.teacher_stage import plan_teachers
 
+    check_sweep_root(out_root)  # a path (shared on a cluster), not a URI
     spec = load_space(space_path, overrides)
     where = "--name" if name else (f"{space_path}: name" if spec.name else f"{space_path}: its file name")
     name = name or spec.name or Path(space_path).stem
@@ -157,7 +159,10 @@ def _trainable(spec, data, sweep_dir: Path, resources: dict[str, float]):
     from ray import tune
 
     from kdseg.sweep.trainable import kd_trainable
+    from kdseg.sweep.workers import multi_worker_trainable, uses_workers
 
+    if uses_workers(spec):  # resources_per_trial.workers: a Ray Train job per trial
+        return multi_worker_trainable(spec, data, sweep_dir)
     return tune.with_resources(
         tune.with_parameters(kd_trainable, spec=spec, data=data, sweep_dir=str(sweep_dir)), resources
     )
@@ -188,6 +193,7 @@ def _tuner(plan: SweepPlan, data, restore: bool):
     from kdseg.sweep.space import control_params, controls, initial_points, to_tune_space
     from kdseg.sweep.study import make_searcher, open_storage
     from kdseg.sweep.trainable import PruneFinishedCheckpoints, ReportRecoveries
+    from kdseg.sweep.workers import default_concurrency, uses_workers
 
     spec = plan.spec
     s = spec.sweep
@@ -221,10 +227,11 @@ def _tuner(plan: SweepPlan, data, restore: bool):
             search_alg=searcher,
             scheduler=scheduler,
             num_samples=s.num_samples,
-            max_concurrent_trials=s.max_concurrent,
+            max_concurrent_trials=default_concurrency(spec),
             trial_dirname_creator=lambda trial: trial.trial_id,
             # A new worker per trial re-imports torch/smp/Ray (5-15 s on 2 cores): reuse them.
-            reuse_actors=True,
+            # (not for workers trials: their actor only drives a Train run of new worker processes)
+            reuse_actors=not uses_workers(spec),
         ),
         run_config=tune.RunConfig(
             name=TUNE_DIR,

@@ -22,7 +22,10 @@ from kdseg.errors import KdsegError
 
 def preflight(spec: Any, address: str | None = None) -> None:
     """Refuse ``spec`` (a :class:`kdseg.space.SweepSpec`) if a trial could not start; see the module doc."""
+    from kdseg.sweep.workers import check_workers
+
     check_resources(spec, address)
+    check_workers(spec, address)
     check_models(spec)
 
 

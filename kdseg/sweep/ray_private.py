@@ -1,7 +1,8 @@
 """Every private attribute of Ray Tune and Optuna that kdseg uses, in one place.
 
 ``HonestOptunaSearch`` (kdseg.sweep.study) extends Ray's ``OptunaSearch`` and needs its private state;
-``ProtectFinish`` (kdseg.sweep.trainable) wraps the train session's ``finish``. These names are not a
+``ProtectFinish`` (kdseg.sweep.trainable) wraps the train session's ``finish``; ``workers`` sweeps
+(kdseg.sweep.workers) ask whether Ray Train V2 is on. These names are not a
 public API: pyproject.toml pins the versions they were checked against, and
 ``tests/test_private_api.py`` fails loudly, naming the attribute, when an upgrade changes one.
 """
@@ -51,6 +52,17 @@ def train_session() -> Any:
     from ray.train._internal.session import get_session
 
     return get_session()
+
+
+# Ray Train V2's switch (ray/train/v2/_internal/constants.py), checked with ray 2.60
+TRAIN_V2_ENV = "RAY_TRAIN_V2_ENABLED"
+
+
+def train_v2_enabled() -> bool:
+    """Whether ``ray.train`` is Ray Train V2 in this process (``RAY_TRAIN_V2_ENABLED``; on by default)."""
+    from ray.train.v2._internal.constants import is_v2_enabled
+
+    return is_v2_enabled()
 
 
 def missing_searcher_attrs(searcher: Any) -> list[str]:

@@ -69,7 +69,7 @@ def trial_wandb_run(cfg, params: dict[str, Any], sweep_dir: Path, trial_id: str,
     )
 
 
-class _TrialExit:
+class TrialExit:
     """Lets Ray Tune's stop of a trial wait (at most ``timeout`` s) for the trial to wind down.
 
     Tune stops a function trainable (ASHA, max_t reached) by releasing its training thread, which
@@ -117,14 +117,35 @@ class _TrialExit:
 
 
 def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | None = None) -> None:
-    exit_ = _TrialExit()
+    exit_ = TrialExit()
     try:
-        _run_trial(params, spec, data, sweep_dir, exit_.report)
+        run_trial(params, spec, data, sweep_dir, exit_.report)
     finally:
         exit_.done.set()
 
 
-def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report_to_tune=tune.report) -> None:
+_FROM_TUNE = object()
+
+
+def run_trial(
+    params: dict[str, Any],
+    spec,
+    data,
+    sweep_dir: str | None,
+    report_to_tune=tune.report,
+    *,
+    trial_id: str | None = None,
+    checkpoint: Any = _FROM_TUNE,
+    checkpoint_type: type = tune.Checkpoint,
+    report_every_process: bool = False,
+) -> None:
+    """One trial on this process: W&B run, scores, faults, resume and recovery around ``train_kd``.
+
+    Defaults: a Tune function trainable. A Ray Train worker (:mod:`kdseg.sweep.workers`) passes its
+    trial id, ``ray.train.get_checkpoint()``, ``ray.train.report`` and its Checkpoint class, and
+    ``report_every_process`` (``train_kd`` then reports on its other processes too; only this, the
+    main one, comes here).
+    """
     from kdseg.config import config_to_dict
     from kdseg.sweep.faults import FaultInjector
     from kdseg.sweep.selection import score_metrics
@@ -132,14 +153,15 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
     from kdseg.sweep.teacher_stage import fill_teacher
 
     cfg = fill_teacher(trial_config(spec, params), sweep_dir)  # teacher.checkpoint: train -> its student.pt
-    trial_id = tune.get_context().get_trial_id()
+    trial_id = trial_id or tune.get_context().get_trial_id()
     # The run folder lives in the sweep folder (shared storage on a cluster), not Ray's local staging dir.
     run_dir = trial_run_dir(Path(sweep_dir), trial_id)
     resume = None
     restored = None
     done = {"epoch": 0}  # the last epoch this trial has finished (restored or reported)
     recovered: dict[str, str] = {}  # a damaged checkpoint this attempt started again without
-    checkpoint = tune.get_checkpoint()
+    if checkpoint is _FROM_TUNE:
+        checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         restored = Path(tempfile.mkdtemp(prefix="kdseg-restore-"))
         checkpoint.to_directory(str(restored))
@@ -161,6 +183,7 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
         "label": trial_label(spec, params),
         **describe_trial(cfg),
         **_student_cost(cfg, Path(sweep_dir)),
+        "node_id": _node_id(),
     }
 
     def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
@@ -178,7 +201,7 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
         if ckpt_dir is None:
             report_to_tune(last)
             return
-        report_to_tune(last, checkpoint=tune.Checkpoint.from_directory(str(ckpt_dir)))
+        report_to_tune(last, checkpoint=checkpoint_type.from_directory(str(ckpt_dir)))
         # Tune has persisted its copy; the run folder keeps the small files, not a second full checkpoint.
         (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)
 
@@ -199,6 +222,7 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
             hooks=wb.hooks,
             keep_last_checkpoint=False,
             on_step=on_step if faults else None,
+            report_every_process=report_every_process,
         )
 
     with wb:
@@ -228,6 +252,16 @@ def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report
         finally:
             if restored is not None:
                 shutil.rmtree(restored, ignore_errors=True)
+
+
+def _node_id() -> str | None:
+    """The Ray node this trial (or its rank 0 worker) runs on, in every result: where each trial ran."""
+    try:
+        import ray
+
+        return ray.get_runtime_context().get_node_id()
+    except Exception:  # outside Ray (tests calling the trainable directly)
+        return None
 
 
 def _student_cost(cfg, sweep_dir: Path) -> dict[str, float]:
@@ -263,6 +297,9 @@ class PruneFinishedCheckpoints(tune.Callback):
             for name in (FULL_CHECKPOINT, STUDENT_CHECKPOINT):  # run/ keeps the student
                 (Path(ckpt.path) / name).unlink(missing_ok=True)
         (trial_run_dir(Path(self.sweep_dir), trial.trial_id) / FULL_CHECKPOINT).unlink(missing_ok=True)
+        from kdseg.sweep.workers import prune_train_checkpoints
+
+        prune_train_checkpoints(Path(self.sweep_dir), trial.trial_id)  # a workers trial's (Ray Train's)
 
     def on_trial_complete(self, iteration, trials, trial, **info):
         self._prune(trial)

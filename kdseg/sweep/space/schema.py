@@ -6,7 +6,7 @@ import re
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
 from kdseg.config import (
     KDConfig,
@@ -75,10 +75,26 @@ class AshaSettings(_Strict):
 
 
 class Resources(_Strict):
-    """What one trial reserves (fractions of a GPU share it)."""
+    """What one trial reserves (fractions of a GPU share it); with ``workers``, what each of its
+    data-parallel workers reserves (:mod:`kdseg.sweep.workers`)."""
 
-    cpu: float = Field(1.0, gt=0.0)
-    gpu: float = Field(0.0, ge=0.0)
+    cpu: float = Field(1.0, gt=0.0, description="CPUs of a trial, or of each worker")
+    gpu: float = Field(0.0, ge=0.0, description="GPUs of a trial, or of each worker (then 0 or 1)")
+    workers: StrictInt | None = Field(
+        None,
+        ge=1,
+        description="run each trial as a Ray Train data-parallel job of this many workers; "
+        "null: the trial trains in its own process",
+    )
+
+    @model_validator(mode="after")
+    def _one_gpu_per_worker(self) -> Resources:
+        if self.workers is not None and self.gpu not in (0, 1):
+            raise ValueError(
+                f"gpu: {self.gpu} with workers: each worker is one process on 0 or 1 GPU "
+                f"(DDP processes cannot share a GPU; more GPUs: more workers)"
+            )
+        return self
 
 
 class FinalEval(_Strict):
