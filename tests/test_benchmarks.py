@@ -112,6 +112,34 @@ def test_asha_vs_fifo_benchmark_runs_both_arms_on_the_same_configs(tmp_path):
         assert key in s
 
 
+def test_asha_vs_fifo_replays_a_grid_of_rung_settings_on_saved_curves(tmp_path):
+    # no training: the FIFO curves of an earlier run (here made up) replayed for each (grace, rf)
+    trials = [
+        {"lr": lr, "alpha": 0.5, "curve": [q * e for e in (1, 2, 3, 4)]}
+        for lr, q in ((1e-3, 0.01), (3e-3, 0.03), (1e-2, 0.02), (3e-2, 0.005))
+    ]
+    earlier = {
+        "benchmark": "asha_vs_fifo",
+        "machine": {"cpu_model": "x", "loadavg": [0.0, 0.0, 0.0]},
+        "settings": {"max_t": 4, "concurrency": 1},
+        "fifo": {"trials": trials},
+    }
+    saved = tmp_path / "earlier.json"
+    saved.write_text("a table\n" + json.dumps(earlier) + "\n")
+    out, r = run_bench(
+        "asha_vs_fifo", "--replay-from", str(saved), "--replay-orders", "5", "--replay-grid", "1:2,4:2"
+    )
+    assert has_table(out) and "chosen: grace_period" in out
+    rows = {(row["grace_period"], row["reduction_factor"]): row for row in r["replay_grid"]}
+    assert set(rows) == {(1, 2.0), (4, 2.0)}
+    assert rows[(1, 2.0)]["rungs"] == [1, 2, 4]
+    # grace = max_t: the only rung is the last epoch, nothing stops early: FIFO's compute, FIFO's best
+    assert rows[(4, 2.0)]["compute_fraction_median"] == 1.0 and rows[(4, 2.0)]["best_gap_max"] == 0.0
+    # one slot, grace 1, rf 2: the worse half stops at each rung, so less than all of the compute
+    assert rows[(1, 2.0)]["compute_fraction_median"] < 1.0
+    assert r["replay_chosen"]["best_target_met_share"] == 1.0
+
+
 @pytest.mark.bench  # two two-trial sweeps, one with a teacher stage
 def test_teacher_stage_benchmark_trains_the_teacher_once_for_n_students(tmp_path):
     out, r = run_bench(
