@@ -19,9 +19,13 @@ from kdseg.errors import CheckpointError
 from kdseg.fileio import atomic_write
 
 
-def save_atomic(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` through :func:`kdseg.fileio.atomic_write` (temp file, fsync, rename)."""
-    with atomic_write(path, "wb") as f:
+def save_atomic(obj: Any, path: str | os.PathLike, fsync: bool = True) -> Path:
+    """``torch.save`` through :func:`kdseg.fileio.atomic_write` (temp file, fsync, rename).
+
+    ``fsync=False`` for a file that is copied elsewhere at once (a sweep trial's checkpoint, which
+    Tune copies into its storage): the copy is the one that must survive.
+    """
+    with atomic_write(path, "wb", fsync=fsync) as f:
         torch.save(obj, f)
     return Path(path)
 
