@@ -157,43 +157,46 @@ def child(args) -> None:
 
     from kdseg.tracking.run import WandbRun
 
-    run_dir = work / "trial" / "run"
-    wb = WandbRun(
-        cfg, run_dir, group="trial-memory", name="t0", job_type="sweep-trial", wandb_dir=run_dir.parent
-    )
     sizes: dict[str, float] = {}
-    with wb:
-        mark("W&B", wandb_service_mb=_children_rss())
-        seen_models: dict[str, Any] = {}
-
-        def size_hook(ctx) -> None:
-            seen_models["student"] = ctx.student
-            seen_models["teacher"] = ctx.teacher
-
-        train_kd(
-            cfg,
-            data,
-            lambda m, c: None,
-            run_dir=run_dir,
-            hooks=[size_hook, *wb.hooks],
-            keep_last_checkpoint=False,
-            checkpoint_dir=work / "scratch",
-        ) if _accepts_scratch() else train_kd(
-            cfg,
-            data,
-            lambda m, c: None,
-            run_dir=run_dir,
-            hooks=[size_hook, *wb.hooks],
-            keep_last_checkpoint=False,
+    for k in range(args.trials_per_process):  # a reused Ray actor runs trial after trial in one process
+        run_dir = work / f"trial{k}" / "run"
+        wb = WandbRun(
+            cfg, run_dir, group="trial-memory", name=f"t{k}", job_type="sweep-trial", wandb_dir=run_dir.parent
         )
-        for role, model in seen_models.items():
-            if model is not None:
-                n = sum(p.numel() * p.element_size() for p in model.parameters())
-                sizes[f"{role}_params_mb"] = n / MB
-        trains = [m for m in seen_models.values() if m is not None]
-        # Adam/AdamW: two moments per parameter of every network that learns (online KD: both)
-        sizes["optimiser_state_mb_adam"] = 2 * sum(sizes.values())
-        mark("train", wandb_service_mb=_children_rss(), **sizes, networks=len(trains))
+        with wb:
+            if k == 0:
+                mark("W&B", wandb_service_mb=_children_rss())
+            seen_models: dict[str, Any] = {}
+
+            def size_hook(ctx, seen_models=seen_models) -> None:
+                seen_models["student"] = ctx.student
+                seen_models["teacher"] = ctx.teacher
+
+            kwargs: dict[str, Any] = {
+                "run_dir": run_dir,
+                "hooks": [size_hook, *wb.hooks],
+                "keep_last_checkpoint": False,
+            }
+            if _accepts_scratch():
+                kwargs["checkpoint_dir"] = work / f"scratch{k}"
+            train_kd(cfg, data, lambda m, c: None, **kwargs)
+            for role, model in seen_models.items():
+                if model is not None:
+                    n = sum(p.numel() * p.element_size() for p in model.parameters())
+                    sizes[f"{role}_params_mb"] = n / MB
+            # Adam/AdamW: two moments per parameter of every network that learns (online KD: both)
+            sizes["optimiser_state_mb_adam"] = 2 * (
+                sizes["student_params_mb"] + sizes.get("teacher_params_mb", 0)
+            )
+            del seen_models
+        import gc
+
+        gc.collect()
+        mark(
+            "train" if k == 0 else f"train, trial {k + 1} in the same process",
+            wandb_service_mb=_children_rss(),
+            **(sizes if k == 0 else {}),
+        )
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
@@ -242,6 +245,8 @@ def run_trials(args, n: int) -> list[dict[str, Any]]:
         str(args.epochs),
         "--wandb",
         args.wandb,
+        "--trials-per-process",
+        str(args.trials_per_process),
     ]
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
@@ -261,6 +266,9 @@ def main() -> None:
     p.add_argument("--epochs", type=int, default=2)
     p.add_argument("--concurrent", default="1,2", help="numbers of trials run at once")
     p.add_argument("--wandb", choices=["disabled", "offline"], default="disabled")
+    p.add_argument(
+        "--trials-per-process", type=int, default=1, help="trials run one after another in a process"
+    )
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the trial processes")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -328,6 +336,7 @@ def main() -> None:
                 "n": args.n,
                 "epochs": args.epochs,
                 "wandb": args.wandb,
+                "trials_per_process": args.trials_per_process,
                 "env": args.env,
             },
             "results": results,
