@@ -66,7 +66,7 @@ cfg = validate_config({
     "teacher": {"arch": "Unet", "encoder": "resnet34"},
     "student": {"arch": "Unet", "encoder": "resnet18"},
     "train": {"epochs": 1, "batch_size": 4, "num_workers": 0, "seed": 0, "max_steps_per_epoch": 1},
-    "tracking": {"wandb": {"mode": c["wandb"], "project": "kdseg-bench"}, "log_images_every": c["images"]},
+    "tracking": {"wandb": {"mode": c["wandb"], "project": "kdseg-bench", "log_images_every": c["images"]}},
 })
 data = load_data(cfg.data)
 run_dir = work / "trials" / "t" / "run"
