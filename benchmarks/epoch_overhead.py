@@ -133,15 +133,20 @@ def checkpoint_io(args, work: Path) -> dict[str, Any]:
             st["opt_t"] = opt_t.state_dict()
         return st
 
+    parts: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+
     def before(k: int) -> float:
         t = time.perf_counter()
         st = state(True)  # 586939f: the teacher always, frozen or not
         save_atomic(st["student"], run / "student.pt")
         save_atomic(st, run / "checkpoint.pt")
+        t_save = time.perf_counter()
         (work / "io" / f"tune_before_{k}").mkdir()  # persist_current_checkpoint: create_dir, then copy
         _pyarrow_fs_copy_files(str(run), str(work / "io" / f"tune_before_{k}"))
         (run / "checkpoint.pt").unlink()
-        return time.perf_counter() - t
+        end = time.perf_counter()
+        parts["before"].append({"write_s": t_save - t, "tune_copy_s": end - t_save})
+        return end - t
 
     def after(k: int) -> float:
         t = time.perf_counter()
@@ -150,10 +155,13 @@ def checkpoint_io(args, work: Path) -> dict[str, Any]:
         # a frozen teacher is left out only when it comes from teacher.checkpoint; this one is random
         save_atomic(state(not args.frozen_teacher), scratch / "checkpoint.pt", fsync=False, crc32=False)
         shutil.copyfile(run / "metrics.jsonl", scratch / "metrics.jsonl")
+        t_save = time.perf_counter()
         (work / "io" / f"tune_after_{k}").mkdir()  # persist_current_checkpoint: create_dir, then copy
         _pyarrow_fs_copy_files(str(scratch), str(work / "io" / f"tune_after_{k}"))
         (scratch / "checkpoint.pt").unlink()
-        return time.perf_counter() - t
+        end = time.perf_counter()
+        parts["after"].append({"write_s": t_save - t, "tune_copy_s": end - t_save})
+        return end - t
 
     times: dict[str, list[float]] = {"before": [], "after": []}
     for k in range(args.io_rounds):
@@ -164,14 +172,29 @@ def checkpoint_io(args, work: Path) -> dict[str, Any]:
     size = sum(v.numel() * v.element_size() for v in _tensors(state(True)))
     med = {arm: statistics.median(v) for arm, v in times.items()}
     table(
-        ["arm", *(f"round {k + 1} s" for k in range(args.io_rounds)), "median s"],
-        [[arm, *v, med[arm]] for arm, v in times.items()],
+        [
+            "arm",
+            *(f"round {k + 1} s" for k in range(args.io_rounds)),
+            "median s",
+            "write (median)",
+            "Tune copy (median)",
+        ],
+        [
+            [
+                arm,
+                *v,
+                med[arm],
+                statistics.median(x["write_s"] for x in parts[arm]),
+                statistics.median(x["tune_copy_s"] for x in parts[arm]),
+            ]
+            for arm, v in times.items()
+        ],
         f"checkpoint I/O per epoch, alternated: full state {size / 2**20:.0f} MB (UNet-{args.teacher} + UNet-"
         f"{args.student}, AdamW{'; frozen teacher' if args.frozen_teacher else ''})",
     )
     ratio = med["after"] / med["before"]
     print(f"checkpoint I/O per epoch: {med['before']:.2f} s -> {med['after']:.2f} s (ratio {ratio:.3f})")
-    return {"times_s": times, "median_s": med, "ratio": ratio, "state_mb": size / 2**20}
+    return {"times_s": times, "parts": parts, "median_s": med, "ratio": ratio, "state_mb": size / 2**20}
 
 
 def _tensors(obj):
