@@ -192,6 +192,10 @@ def child(args) -> None:
         import gc
 
         gc.collect()
+        if args.release:  # what a sweep trial does when it ends (kdseg.sweep.trainable.kd_trainable)
+            from kdseg.tracking.hardware import release_memory
+
+            release_memory()
         mark(
             "train" if k == 0 else f"train, trial {k + 1} in the same process",
             wandb_service_mb=_children_rss(),
@@ -247,6 +251,7 @@ def run_trials(args, n: int) -> list[dict[str, Any]]:
         args.wandb,
         "--trials-per-process",
         str(args.trials_per_process),
+        "--release" if args.release else "--no-release",
     ]
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
@@ -268,6 +273,12 @@ def main() -> None:
     p.add_argument("--wandb", choices=["disabled", "offline"], default="disabled")
     p.add_argument(
         "--trials-per-process", type=int, default=1, help="trials run one after another in a process"
+    )
+    p.add_argument(
+        "--release",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="release_memory() after each trial, as a sweep trial does (--no-release: as before issue 18)",
     )
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the trial processes")
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
@@ -337,6 +348,7 @@ def main() -> None:
                 "epochs": args.epochs,
                 "wandb": args.wandb,
                 "trials_per_process": args.trials_per_process,
+                "release": args.release,
                 "env": args.env,
             },
             "results": results,

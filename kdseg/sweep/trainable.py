@@ -130,6 +130,9 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
         _run_trial(params, spec, data, sweep_dir, exit_.report)
     finally:
         exit_.done.set()
+        from kdseg.tracking.hardware import release_memory
+
+        release_memory()  # a reused worker's next trial starts from what this one freed
 
 
 def _run_trial(params: dict[str, Any], spec, data, sweep_dir: str | None, report_to_tune=tune.report) -> None:
