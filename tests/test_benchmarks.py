@@ -200,3 +200,46 @@ def test_cli_startup_benchmark_times_every_help():
 def test_every_benchmark_has_its_command_in_the_readme_and_performance_doc(name):
     for doc in (BENCH.parent / "README.md", BENCH.parent / "docs" / "performance.md"):
         assert f"python benchmarks/{name}.py" in doc.read_text(), doc
+
+
+def test_epoch_overhead_benchmark_compares_checkpoint_io_before_and_after(tmp_path):
+    out, r = run_bench(
+        "epoch_overhead",
+        *("--no-sweep", "--io-rounds", "1", "--teacher", "resnet18", "--student", "resnet18"),
+        *("--out", str(tmp_path)),
+    )
+    assert has_table(out) and "checkpoint I/O per epoch" in out
+    io = r["checkpoint_io"]
+    assert set(io["median_s"]) == {"before", "after"} and io["ratio"] > 0 and io["state_mb"] > 0
+    assert set(io["parts"]["after"][0]) == {"write_s", "tune_copy_s"}
+
+
+@pytest.mark.bench  # a one-trial sweep on local Ray
+def test_epoch_overhead_benchmark_measures_a_real_trial(tmp_path):
+    out, r = run_bench(
+        "epoch_overhead",
+        *("--epochs", "3", "--n", "10", "--size", "32x32", "--io-rounds", "0"),
+        *("--teacher", "resnet18", "--student", "resnet18", "--out", str(tmp_path)),
+    )
+    assert has_table(out)
+    assert [e["epoch"] for e in r["epochs"]] == [1, 2, 3]
+    assert r["summary"]["overhead_per_epoch_s"] == r["epochs"][1]["outside_s"]
+
+
+def test_trial_memory_benchmark_breaks_a_trial_down(tmp_path):
+    out, r = run_bench(
+        "trial_memory", *("--size", "32x32", "--n", "10", "--epochs", "1", "--concurrent", "1")
+    )
+    assert has_table(out)
+    stages = [s["stage"] for s in r["results"]["1"][0]["stages"]]
+    assert stages == ["python", "torch", "trial imports", "data", "W&B", "train"]
+    s = r["results"]["summary_1"]
+    assert s["peak_rss_mb_max"] > 100 and isinstance(s["target_met"], bool)
+
+
+def test_trial_startup_benchmark_lists_what_a_trial_imports():
+    out, r = run_bench("trial_startup", "--configs", "lean", "--repeat", "1", "--top", "5")
+    assert has_table(out)
+    lean = r["results"]["lean"]
+    assert lean["cold_start_median_s"] > 0 and lean["modules"] > 100
+    assert "albumentations" not in lean["optional_imported"]  # augmentation off: never imported
