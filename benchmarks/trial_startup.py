@@ -75,6 +75,7 @@ with wb:
     train_kd(cfg, data, lambda m, d: None, run_dir=run_dir, hooks=wb.hooks, keep_last_checkpoint=False)
 import shutil
 shutil.rmtree(work, ignore_errors=True)
+print("KDSEG " + kdseg.__file__)
 print("MODULES " + json.dumps([m for m in sys.modules if not m.startswith("__")]))
 """
 
@@ -91,16 +92,23 @@ for name in names:
     except Exception:
         pass
 print("IMPORT_S %.4f" % (time.perf_counter() - t))
+print("KDSEG " + sys.modules["kdseg"].__file__)
 """
 
 
 def trial_modules(config: dict[str, Any]) -> list[str]:
     proc = subprocess.run(
-        [sys.executable, "-c", TRIAL, json.dumps(config)], capture_output=True, text=True, timeout=900
+        [sys.executable, "-c", TRIAL, json.dumps(config)],
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=tempfile.gettempdir(),  # python -c puts the working folder first on sys.path: not a checkout
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("MODULES ")]
     if proc.returncode != 0 or not lines:
         raise SystemExit(f"the trial process failed (exit {proc.returncode}):\n{proc.stderr[-3000:]}")
+    where = [ln[len("KDSEG ") :] for ln in proc.stdout.splitlines() if ln.startswith("KDSEG ")]
+    print(f"the trial process imported kdseg from {Path(where[-1]).parent if where else '?'}", flush=True)
     return json.loads(lines[-1][len("MODULES ") :])
 
 
@@ -112,6 +120,7 @@ def cold_import(names_file: Path) -> tuple[float, float, list[tuple[str, float]]
         capture_output=True,
         text=True,
         timeout=600,
+        cwd=tempfile.gettempdir(),
     )
     wall = time.perf_counter() - t
     inside = float(next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("IMPORT_S")))
