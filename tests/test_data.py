@@ -286,7 +286,8 @@ def _interior(mask: np.ndarray) -> np.ndarray:
 
 
 @pytest.mark.parametrize("normalize", ["imagenet", "none"])
-@pytest.mark.parametrize("stored", [(48, 40), (32, 64)])  # resized to 32x64 (down and up), and already that size
+# stored 48x40: resized to 32x64 (down and up); 32x64: already that size
+@pytest.mark.parametrize("stored", [(48, 40), (32, 64)])
 def test_a_pipeline_with_nothing_random_equals_albumentations_without_importing_it(normalize, stored):
     """Validation, and training without augmentation, skip albumentations: same tensors as its pipeline."""
     import subprocess
