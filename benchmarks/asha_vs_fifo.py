@@ -42,7 +42,9 @@ import yaml
 from _common import emit, machine_info, parse_size, print_machine, synth_data, table, work_dir
 
 BEST_TOLERANCE = 0.01
-COMPUTE_TARGET = 0.40
+COMPUTE_TARGET = 0.35
+# (grace_period:reduction_factor) pairs replayed on the FIFO curves
+DEFAULT_REPLAY_GRID = "1:2,1:3,1:4,2:2,2:3,2:4,3:2,3:3"
 
 
 def write_space(folder: Path, root: Path, args, grace: int, name: str) -> Path:
@@ -160,7 +162,18 @@ def print_arm(arm: dict[str, Any]) -> None:
     )
 
 
-def replay(fifo: dict[str, Any], args, orders: int) -> dict[str, Any] | None:
+def fifo_curves(fifo: dict[str, Any], max_t: int) -> dict[tuple, list[float]]:
+    """(lr, alpha) -> val_miou per epoch, for the FIFO arm's trials that ran all ``max_t`` epochs."""
+    return {
+        (t["lr"], t["alpha"]): t["curve"]
+        for t in fifo["trials"]
+        if len(t["curve"]) == max_t and None not in t["curve"]
+    }
+
+
+def replay(
+    curves: dict[tuple, list[float]], max_t: int, grace: int, rf: float, concurrency: int, orders: int
+) -> dict[str, Any] | None:
     """Ray's own ASHA rung logic replayed on the FIFO arm's learning curves, for many trial orders.
 
     The curves are what every trial reaches at each epoch whatever the scheduler, so ASHA's outcome
@@ -177,29 +190,26 @@ def replay(fifo: dict[str, Any], args, orders: int) -> dict[str, Any] | None:
         from ray.tune.schedulers.async_hyperband import _Bracket
     except ImportError:
         return None
-    curves = {(t["lr"], t["alpha"]): t["curve"] for t in fifo["trials"] if len(t["curve"]) == args.max_t}
     if not curves:
         return None
     best = max(c[-1] for c in curves.values())
 
     def one(order: list) -> tuple[float, float]:
-        bracket = _Bracket(
-            min_t=args.grace, max_t=args.max_t, reduction_factor=args.rf, s=0, stop_last_trials=True
-        )
+        bracket = _Bracket(min_t=grace, max_t=max_t, reduction_factor=rf, s=0, stop_last_trials=True)
         pending, running, used, final = list(order), {}, 0, []
         while pending or running:
-            while pending and len(running) < args.concurrency:
+            while pending and len(running) < concurrency:
                 running[pending.pop(0)] = 0
             key = min(running, key=lambda q: running[q])
             running[key] += 1
             epoch = running[key]
             value = curves[key][epoch - 1]
             stop = bracket.on_result(types.SimpleNamespace(trial_id=str(key)), epoch, value) == "STOP"
-            if stop or epoch >= args.max_t:
+            if stop or epoch >= max_t:
                 used += epoch
                 final.append(value)
                 del running[key]
-        return used / (len(curves) * args.max_t), best - max(final)
+        return used / (len(curves) * max_t), best - max(final)
 
     results = []
     for seed in range(orders):
@@ -207,19 +217,87 @@ def replay(fifo: dict[str, Any], args, orders: int) -> dict[str, Any] | None:
         random.Random(seed).shuffle(order)
         results.append(one(order))
     fractions = [r[0] for r in results]
+    rungs = [m for m, _ in reversed(_Bracket(grace, max_t, rf, 0)._rungs)]
     return {
+        "grace_period": grace,
+        "reduction_factor": rf,
+        "rungs": [round(m, 3) for m in rungs],
         "orders": orders,
         "compute_fraction_median": statistics.median(fractions),
         "compute_fraction_max": max(fractions),
         "compute_target_met_share": sum(f <= COMPUTE_TARGET for f in fractions) / orders,
         "best_target_met_share": sum(g <= BEST_TOLERANCE for _, g in results) / orders,
         "both_met_share": sum(f <= COMPUTE_TARGET and g <= BEST_TOLERANCE for f, g in results) / orders,
+        "best_gap_max": max(g for _, g in results),
         "sorted_worst_to_best": one(sorted(curves, key=lambda k: curves[k][-1])),
     }
 
 
+def replay_grid(curves, max_t: int, grid: list[tuple[int, float]], concurrency: int, orders: int) -> list:
+    """:func:`replay` for each (grace_period, reduction_factor) of ``grid`` on the same curves and orders."""
+    rows = [replay(curves, max_t, g, rf, concurrency, orders) for g, rf in grid if 1 <= g <= max_t]
+    return [r for r in rows if r is not None]
+
+
+def print_replay_grid(rows: list[dict[str, Any]], chosen: tuple[int, float] | None) -> None:
+    table(
+        [
+            "grace",
+            "rf",
+            "rungs",
+            "compute median",
+            "compute worst",
+            f"<= {COMPUTE_TARGET:.0%}",
+            "best kept",
+            "worst gap",
+            "both",
+            "sorted worst->best",
+        ],
+        [
+            [
+                r["grace_period"],
+                f"{r['reduction_factor']:g}",
+                " ".join(f"{m:g}" for m in r["rungs"]),
+                f"{r['compute_fraction_median']:.1%}",
+                f"{r['compute_fraction_max']:.1%}",
+                f"{r['compute_target_met_share']:.0%}",
+                f"{r['best_target_met_share']:.0%}",
+                r["best_gap_max"],
+                f"{r['both_met_share']:.0%}"
+                + (" <- chosen" if chosen == (r["grace_period"], r["reduction_factor"]) else ""),
+                f"{r['sorted_worst_to_best'][0]:.1%}",
+            ]
+            for r in rows
+        ],
+        f"ASHA rung settings replayed on the FIFO curves, {rows[0]['orders']} shuffled orders each "
+        f"(best kept: final best within {BEST_TOLERANCE} of FIFO's)"
+        if rows
+        else "no replay",
+    )
+
+
+def choose(rows: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The setting that meets the goal (compute <= target with the best kept) in the most orders; ties
+    (within one order in 50) go to the lower median compute, then the lower worst case."""
+    if not rows:
+        return None
+    top = max(r["both_met_share"] for r in rows)
+    tied = [r for r in rows if r["both_met_share"] >= top - 0.02]
+    return min(tied, key=lambda r: (r["compute_fraction_median"], r["compute_fraction_max"]))
+
+
 def _floats(text: str) -> list[float]:
     return [float(v) for v in text.split(",") if v.strip()]
+
+
+def _grid(text: str) -> list[tuple[int, float]]:
+    """``"1:3,2:3"`` -> [(1, 3.0), (2, 3.0)]: (grace_period, reduction_factor) pairs."""
+    pairs = []
+    for item in text.split(","):
+        if item.strip():
+            g, rf = item.split(":")
+            pairs.append((int(g), float(rf)))
+    return pairs
 
 
 def main() -> None:
@@ -232,6 +310,18 @@ def main() -> None:
     p.add_argument("--order-seed", type=int, default=0, help="seed of the (shared) order of the grid points")
     p.add_argument("--concurrency", type=int, default=2)
     p.add_argument("--replay-orders", type=int, default=50, help="trial orders to replay ASHA on (0: none)")
+    p.add_argument(
+        "--replay-grid",
+        type=_grid,
+        default=_grid(DEFAULT_REPLAY_GRID),
+        help=f"(grace_period:reduction_factor) settings replayed on the FIFO curves (default {DEFAULT_REPLAY_GRID})",
+    )
+    p.add_argument(
+        "--replay-from",
+        type=Path,
+        default=None,
+        help="a JSON line this benchmark wrote: replay its FIFO curves only, no training",
+    )
     p.add_argument("--size", type=parse_size, default=(32, 32))
     p.add_argument("--n", type=int, default=96, help="generated images (80/20 train/val)")
     p.add_argument("--batch", type=int, default=8)
@@ -239,11 +329,16 @@ def main() -> None:
     args = p.parse_args()
     if not (1 <= args.grace <= args.max_t) or args.rf < 2:
         p.error("need 1 <= --grace <= --max-t and --rf >= 2")
+    if any(g < 1 or rf <= 1 for g, rf in args.replay_grid):
+        p.error("--replay-grid: need grace >= 1 and reduction factor > 1 in every pair")
 
     os.environ.setdefault("WANDB_MODE", "disabled")
     machine = machine_info()
     print_machine(machine)
     started = time.perf_counter()
+    if args.replay_from is not None:
+        replay_only(args, machine, started)
+        return
     stamp = time.strftime("%Y%m%d-%H%M%S")
     with work_dir(args.out, "kdseg-asha-fifo-") as work:
         root = synth_data(work, n=args.n, size=args.size)
@@ -287,7 +382,12 @@ def main() -> None:
         f"val_miou is {gap:+.4f} below the best found by running everything (target <= {BEST_TOLERANCE}: "
         f"{'met' if best_ok else 'NOT met'})"
     )
-    rp = replay(fifo, args, args.replay_orders) if args.replay_orders else None
+    curves = fifo_curves(fifo, args.max_t)
+    rp = (
+        replay(curves, args.max_t, args.grace, args.rf, args.concurrency, args.replay_orders)
+        if args.replay_orders
+        else None
+    )
     if rp is not None:
         worst = rp["sorted_worst_to_best"]
         print(
@@ -297,6 +397,7 @@ def main() -> None:
             f"{rp['best_target_met_share']:.0%}, both in {rp['both_met_share']:.0%}; configs sorted worst to "
             f"best: {worst[0]:.1%} of the compute"
         )
+    grid, chosen = grid_report(curves, args)
     emit(
         {
             "benchmark": "asha_vs_fifo",
@@ -325,8 +426,55 @@ def main() -> None:
                 "best_target_met": best_ok,
             },
             "replay": rp,
+            "replay_grid": grid,
+            "replay_chosen": chosen,
             "asha": asha,
             "fifo": fifo,
+            "total_s": time.perf_counter() - started,
+        }
+    )
+
+
+def grid_report(curves, args) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+    """The grid of rung settings replayed and printed, and the one :func:`choose` picks."""
+    if not args.replay_orders or not curves:
+        return [], None
+    rows = replay_grid(curves, args.max_t, args.replay_grid, args.concurrency, args.replay_orders)
+    best = choose(rows)
+    print_replay_grid(rows, (best["grace_period"], best["reduction_factor"]) if best else None)
+    if best is not None:
+        print(
+            f"chosen (goal met in the most orders): grace_period {best['grace_period']}, reduction_factor "
+            f"{best['reduction_factor']:g}: both targets met in {best['both_met_share']:.0%} of orders, best kept "
+            f"in {best['best_target_met_share']:.0%}, compute median "
+            f"{best['compute_fraction_median']:.1%}, worst {best['compute_fraction_max']:.1%} (target <= "
+            f"{COMPUTE_TARGET:.0%})"
+        )
+    return rows, best
+
+
+def replay_only(args, machine: dict[str, Any], started: float) -> None:
+    """``--replay-from``: the grid of rung settings on the FIFO curves of an earlier run, no training."""
+    lines = [ln for ln in args.replay_from.read_text().splitlines() if ln.strip().startswith("{")]
+    earlier = json.loads(lines[-1])
+    settings = earlier["settings"]
+    args.max_t, args.concurrency = int(settings["max_t"]), int(settings["concurrency"])
+    curves = fifo_curves(earlier["fifo"], args.max_t)
+    print(
+        f"replaying {len(curves)} FIFO curves of {args.replay_from} (max_t {args.max_t}, concurrency "
+        f"{args.concurrency}; measured on: {earlier['machine'].get('cpu_model')}, load "
+        f"{earlier['machine'].get('loadavg')})"
+    )
+    grid, chosen = grid_report(curves, args)
+    emit(
+        {
+            "benchmark": "asha_vs_fifo",
+            "command": " ".join(["python", "benchmarks/asha_vs_fifo.py", *sys.argv[1:]]),
+            "machine": machine,
+            "replay_from": str(args.replay_from),
+            "settings": {**settings, "replay_orders": args.replay_orders},
+            "replay_grid": grid,
+            "replay_chosen": chosen,
             "total_s": time.perf_counter() - started,
         }
     )

@@ -19,11 +19,12 @@ def _umask() -> int:
 
 
 @contextmanager
-def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Iterator[IO]:
+def atomic_write(path: str | os.PathLike, mode: str = "w", fsync: bool = True, **open_kwargs) -> Iterator[IO]:
     """Write ``path`` through a temporary sibling renamed into place on success.
 
     Readers never see a half-written file, and a crash leaves the previous version intact.
-    Binary files are fsynced before the rename (checkpoints must survive a power cut).
+    Binary files are fsynced before the rename (checkpoints must survive a power cut) unless ``fsync``
+    is false (a file that is copied elsewhere at once).
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -33,7 +34,7 @@ def atomic_write(path: str | os.PathLike, mode: str = "w", **open_kwargs) -> Ite
         with os.fdopen(fd, mode, **open_kwargs) as f:
             yield f
             f.flush()
-            if "b" in mode:
+            if "b" in mode and fsync:
                 os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException as e:

@@ -33,7 +33,7 @@ from __future__ import annotations
 import math
 import random
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Collection, Sequence
 from contextlib import nullcontext
 from dataclasses import dataclass
 from pathlib import Path
@@ -283,6 +283,8 @@ def train_kd(
     hooks: Sequence[EpochHook] = (),
     keep_last_checkpoint: bool = True,
     report_every_process: bool = False,
+    checkpoint_dir: str | Path | None = None,
+    student_at: Collection[int] | None = None,
 ) -> dict[str, Any]:
     """Train teacher and student together as ``cfg`` says; returns the last epoch's metrics.
 
@@ -290,7 +292,14 @@ def train_kd(
     every epoch; ``on_step(step, steps_per_epoch)`` after every training step (progress bars);
     each of ``hooks`` gets an :class:`EpochContext` after validation, before the report.
     ``keep_last_checkpoint=False`` skips the full checkpoint after the final epoch (a sweep trial
-    that has finished is never resumed); student.pt is always written.
+    that has finished is never resumed); student.pt is always written after the last epoch.
+    ``checkpoint_dir`` (default ``run_dir``) is where ``checkpoint.pt`` goes: a sweep trial hands Tune a
+    scratch folder that Tune copies into its storage, so the file is written without fsync (Tune's copy
+    is the durable one); it is written without zip CRC32s (``torch.load`` never reads them; most of
+    the write time). ``student_at``: the (1-based) epochs after which ``student.pt`` is written
+    besides the last (a sweep: the epochs at which ASHA can stop the trial); default: with every full
+    checkpoint. A teacher that does not train and is loaded from ``teacher.checkpoint`` is rebuilt from
+    it on resume, so the full checkpoint leaves it out.
     ``report_every_process=True`` calls ``report`` on every process, not only the main one (with the
     same metrics; the checkpoint folder on the main process only, ``None`` elsewhere): for launchers
     whose report is a barrier across processes (Ray Train's ``ray.train.report``).
@@ -300,6 +309,8 @@ def train_kd(
     from kdseg.distill import alpha_at, phase_for
 
     run_dir = Path(run_dir) if run_dir is not None else None
+    scratch = checkpoint_dir is not None  # Tune copies it: no fsync
+    checkpoint_dir = Path(checkpoint_dir) if scratch else run_dir
     t = cfg.train
     seed_everything(t.seed)
     accelerator = make_accelerator(cfg)
@@ -424,24 +435,31 @@ def train_kd(
         if run_dir is not None and main:
             append_metrics(run_dir, metrics)
             is_last = epoch + 1 == t.epochs
-            if (epoch + 1) % t.checkpoint_every == 0 or is_last:
+            full = (epoch + 1) % t.checkpoint_every == 0 or is_last
+            full = full and (not is_last or keep_last_checkpoint)
+            write_student = is_last or (full if student_at is None else epoch + 1 in student_at)
+            if full or write_student:
+                unwrap = accelerator.unwrap_model
+                student_state = {k: v.detach().cpu() for k, v in unwrap(student).state_dict().items()}
+            if write_student:
+                save_atomic(student_state, run_dir / STUDENT_CHECKPOINT)
+            if full:
                 state = _state(
                     cfg,
                     epoch + 1,
                     global_step,
                     accelerator,
-                    student,
-                    teacher,
+                    student_state,
+                    # a frozen teacher loaded from teacher.checkpoint is rebuilt from it on resume
+                    None if not m.teacher_trains and cfg.teacher.checkpoint is not None else teacher,
                     m.objective,
                     opt_s,
                     sched_s,
                     opt_t,
                     sched_t,
                 )
-                save_atomic(state["student"], run_dir / STUDENT_CHECKPOINT)
-                if not is_last or keep_last_checkpoint:
-                    save_atomic(state, run_dir / FULL_CHECKPOINT)
-                    ckpt_dir = run_dir
+                save_atomic(state, checkpoint_dir / FULL_CHECKPOINT, fsync=not scratch, crc32=False)
+                ckpt_dir = checkpoint_dir
         if report is not None and (main or report_every_process):
             report(metrics, ckpt_dir)
         last = metrics
@@ -548,14 +566,16 @@ def _epoch_metrics(
     return {k: (None if isinstance(v, float) and math.isnan(v) else v) for k, v in metrics.items()}
 
 
-def _state(cfg, epoch, global_step, accelerator, student, teacher, objective, opt_s, sched_s, opt_t, sched_t):
+def _state(
+    cfg, epoch, global_step, accelerator, student_state, teacher, objective, opt_s, sched_s, opt_t, sched_t
+):
     unwrap = accelerator.unwrap_model
     state = {
         "format": "kdseg-checkpoint-v1",
         "config": config_to_dict(cfg),
         "epoch": epoch,
         "global_step": global_step,
-        "student": {k: v.detach().cpu() for k, v in unwrap(student).state_dict().items()},
+        "student": student_state,
         "objective": unwrap(objective).state_dict(),
         "opt_s": opt_s.state_dict(),
         "sched_s": sched_s.state_dict(),

@@ -112,6 +112,34 @@ def test_asha_vs_fifo_benchmark_runs_both_arms_on_the_same_configs(tmp_path):
         assert key in s
 
 
+def test_asha_vs_fifo_replays_a_grid_of_rung_settings_on_saved_curves(tmp_path):
+    # no training: the FIFO curves of an earlier run (here made up) replayed for each (grace, rf)
+    trials = [
+        {"lr": lr, "alpha": 0.5, "curve": [q * e for e in (1, 2, 3, 4)]}
+        for lr, q in ((1e-3, 0.01), (3e-3, 0.03), (1e-2, 0.02), (3e-2, 0.005))
+    ]
+    earlier = {
+        "benchmark": "asha_vs_fifo",
+        "machine": {"cpu_model": "x", "loadavg": [0.0, 0.0, 0.0]},
+        "settings": {"max_t": 4, "concurrency": 1},
+        "fifo": {"trials": trials},
+    }
+    saved = tmp_path / "earlier.json"
+    saved.write_text("a table\n" + json.dumps(earlier) + "\n")
+    out, r = run_bench(
+        "asha_vs_fifo", "--replay-from", str(saved), "--replay-orders", "5", "--replay-grid", "1:2,4:2"
+    )
+    assert has_table(out) and "chosen (goal met in the most orders): grace_period" in out
+    rows = {(row["grace_period"], row["reduction_factor"]): row for row in r["replay_grid"]}
+    assert set(rows) == {(1, 2.0), (4, 2.0)}
+    assert rows[(1, 2.0)]["rungs"] == [1, 2, 4]
+    # grace = max_t: the only rung is the last epoch, nothing stops early: FIFO's compute, FIFO's best
+    assert rows[(4, 2.0)]["compute_fraction_median"] == 1.0 and rows[(4, 2.0)]["best_gap_max"] == 0.0
+    # one slot, grace 1, rf 2: the worse half stops at each rung, so less than all of the compute
+    assert rows[(1, 2.0)]["compute_fraction_median"] < 1.0
+    assert r["replay_chosen"] in r["replay_grid"]
+
+
 @pytest.mark.bench  # two two-trial sweeps, one with a teacher stage
 def test_teacher_stage_benchmark_trains_the_teacher_once_for_n_students(tmp_path):
     out, r = run_bench(
@@ -172,3 +200,46 @@ def test_cli_startup_benchmark_times_every_help():
 def test_every_benchmark_has_its_command_in_the_readme_and_performance_doc(name):
     for doc in (BENCH.parent / "README.md", BENCH.parent / "docs" / "performance.md"):
         assert f"python benchmarks/{name}.py" in doc.read_text(), doc
+
+
+def test_epoch_overhead_benchmark_compares_checkpoint_io_before_and_after(tmp_path):
+    out, r = run_bench(
+        "epoch_overhead",
+        *("--no-sweep", "--io-rounds", "1", "--teacher", "resnet18", "--student", "resnet18"),
+        *("--out", str(tmp_path)),
+    )
+    assert has_table(out) and "checkpoint I/O per epoch" in out
+    io = r["checkpoint_io"]
+    assert set(io["median_s"]) == {"before", "after"} and io["ratio"] > 0 and io["state_mb"] > 0
+    assert set(io["parts"]["after"][0]) == {"write_s", "tune_copy_s"}
+
+
+@pytest.mark.bench  # a one-trial sweep on local Ray
+def test_epoch_overhead_benchmark_measures_a_real_trial(tmp_path):
+    out, r = run_bench(
+        "epoch_overhead",
+        *("--epochs", "3", "--n", "10", "--size", "32x32", "--io-rounds", "0"),
+        *("--teacher", "resnet18", "--student", "resnet18", "--out", str(tmp_path)),
+    )
+    assert has_table(out)
+    assert [e["epoch"] for e in r["epochs"]] == [1, 2, 3]
+    assert r["summary"]["overhead_per_epoch_s"] == r["epochs"][1]["outside_s"]
+
+
+def test_trial_memory_benchmark_breaks_a_trial_down(tmp_path):
+    out, r = run_bench(
+        "trial_memory", *("--size", "32x32", "--n", "10", "--epochs", "1", "--concurrent", "1")
+    )
+    assert has_table(out)
+    stages = [s["stage"] for s in r["results"]["1"][0]["stages"]]
+    assert stages == ["python", "torch", "trial imports", "data", "W&B", "train"]
+    s = r["results"]["summary_1"]
+    assert s["peak_rss_mb_max"] > 100 and isinstance(s["target_met"], bool)
+
+
+def test_trial_startup_benchmark_lists_what_a_trial_imports():
+    out, r = run_bench("trial_startup", "--configs", "lean", "--repeat", "1", "--top", "5")
+    assert has_table(out)
+    lean = r["results"]["lean"]
+    assert lean["cold_start_median_s"] > 0 and lean["modules"] > 100
+    assert "albumentations" not in lean["optional_imported"]  # augmentation off: never imported

@@ -285,6 +285,46 @@ def _interior(mask: np.ndarray) -> np.ndarray:
     return same
 
 
+@pytest.mark.parametrize("normalize", ["imagenet", "none"])
+# stored 48x40: resized to 32x64 (down and up); 32x64: already that size
+@pytest.mark.parametrize("stored", [(48, 40), (32, 64)])
+def test_a_pipeline_with_nothing_random_equals_albumentations_without_importing_it(normalize, stored):
+    """Validation, and training without augmentation, skip albumentations: same tensors as its pipeline."""
+    import subprocess
+    import sys
+
+    import albumentations as A
+    import cv2
+    from albumentations.pytorch import ToTensorV2
+
+    from kdseg.data.transforms import IMAGENET_MEAN, IMAGENET_STD
+
+    rng = np.random.default_rng(0)
+    image = rng.integers(0, 256, (*stored, 3), dtype=np.uint8)
+    mask = rng.integers(0, 13, stored, dtype=np.uint8)
+    mean, std = (IMAGENET_MEAN, IMAGENET_STD) if normalize == "imagenet" else ((0.0,) * 3, (1.0,) * 3)
+    reference = A.Compose(
+        [
+            A.Resize(32, 64, interpolation=cv2.INTER_AREA, mask_interpolation=cv2.INTER_NEAREST),
+            A.Normalize(mean=mean, std=std, max_pixel_value=255.0),
+            ToTensorV2(),
+        ]
+    )(image=image, mask=mask)
+    cfg = DataConfig(image_size=(32, 64), augment={"enabled": False, "normalize": normalize})
+    for train in (True, False):
+        out = build_transforms(cfg, train=train, seed=0)(image=image, mask=mask)
+        assert out["image"].dtype == torch.float32 and out["image"].shape == (3, 32, 64)
+        torch.testing.assert_close(out["image"], reference["image"], rtol=0, atol=1e-6)
+        assert torch.equal(out["mask"], reference["mask"])
+    code = (
+        "import sys; from kdseg.config import DataConfig; from kdseg.data import make_loaders, build_transforms; "
+        "build_transforms(DataConfig(augment={'enabled': False}), train=True); "
+        "print('albumentations' in sys.modules)"
+    )
+    imported = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert imported.stdout.strip() == "False"
+
+
 def test_hflip_keeps_image_and_mask_aligned():
     rng = np.random.default_rng(0)
     mask = blocky(rng)

@@ -203,3 +203,22 @@ def test_pareto_is_a_multi_objective_study(tmp_path, synth_dir, kdseg):
     front = {r["trial_id"] for r in rows if r["pareto"]}
     best = {t.user_attrs["ray_trial_id"] for t in study.best_trials}
     assert front == best and front
+
+
+@pytest.mark.parametrize(
+    "max_t, grace, rf", [(9, 1, 3.0), (3, 1, 3.0), (40, 4, 3.0), (40, 2, 2.0), (10, 1, 1.5), (5, 5, 2.0)]
+)
+def test_student_pt_is_written_at_every_epoch_asha_can_stop_a_trial(max_t, grace, rf):
+    """asha_stop_epochs: the first epoch >= each of the rungs of Ray's own bracket (its private class)."""
+    import math
+    import types
+
+    from ray.tune.schedulers.async_hyperband import _Bracket
+
+    from kdseg.sweep.trainable import asha_stop_epochs
+
+    asha = types.SimpleNamespace(max_t=max_t, grace_period=grace, reduction_factor=rf)
+    sweep = types.SimpleNamespace(objective="val_miou", asha=asha)
+    rungs = {math.ceil(m) for m, _ in _Bracket(grace, max_t, rf, 0)._rungs}
+    assert asha_stop_epochs(sweep, max_t) == rungs
+    assert asha_stop_epochs(types.SimpleNamespace(objective="pareto", asha=asha), max_t) == set()

@@ -195,6 +195,65 @@ def test_resume_is_identical_to_an_uninterrupted_run(small, tmp_path):
         assert b[-1][key] == pytest.approx(a[-1][key], abs=1e-5), key
 
 
+def test_a_sweep_trials_files_frozen_teacher_left_out_and_resume_identical(small, tmp_path):
+    """What a sweep trial writes: checkpoint.pt in the scratch folder Tune copies (not in run/), student.pt
+    only where ASHA can stop it and at the end; a frozen teacher from teacher.checkpoint is not in the
+    checkpoint (it is rebuilt from its file), and resuming from that checkpoint is still exact."""
+    from kdseg.config import ModelConfig
+    from kdseg.layout import read_metrics
+
+    root, data = small
+    teacher = {"arch": "Unet", "encoder": "resnet18"}
+    path = tmp_path / "teacher.pt"
+    torch.save(build_model(ModelConfig(**teacher), 13).state_dict(), path)
+    sections = dict(
+        teacher={**teacher, "checkpoint": str(path)},
+        student={"arch": "lightweight_unet", "width": 0.25},
+        distill={"mode": "offline"},
+        train={"epochs": 3, "max_steps_per_epoch": 2},
+    )
+    cfg = validate_config(small_config(root, **sections))
+    straight = tmp_path / "straight"
+    train_kd(cfg, data, run_dir=straight)
+
+    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    seen = []
+
+    class Killed(Exception):
+        pass
+
+    def stop_after_epoch_2(metrics, ckpt):
+        seen.append((metrics["epoch"], ckpt, (run / "student.pt").is_file()))
+        if metrics["epoch"] == 2:
+            raise Killed  # the process dies right after epoch 2's checkpoint
+
+    with pytest.raises(Killed):
+        train_kd(cfg, data, stop_after_epoch_2, run_dir=run, checkpoint_dir=scratch, student_at={1})
+    assert seen == [(1, scratch, True), (2, scratch, True)]
+    assert not (run / "checkpoint.pt").exists() and (scratch / "checkpoint.pt").is_file()
+    state = torch.load(scratch / "checkpoint.pt", weights_only=True)
+    assert "teacher" not in state and "opt_t" not in state and state["epoch"] == 2
+    epoch1 = torch.load(run / "student.pt", weights_only=True)  # student_at={1}: not rewritten at epoch 2
+    assert not all(torch.equal(epoch1[k], v) for k, v in state["student"].items())
+
+    train_kd(
+        cfg,
+        data,
+        run_dir=run,
+        resume=scratch / "checkpoint.pt",
+        checkpoint_dir=scratch,
+        student_at={1},
+        keep_last_checkpoint=False,
+    )
+    a, b = read_metrics(straight), read_metrics(run)
+    assert [r["epoch"] for r in b] == [1, 2, 3]
+    for key in ("train_loss", "student_val_miou", "teacher_val_miou"):
+        assert b[-1][key] == pytest.approx(a[-1][key], abs=1e-5), key
+    final = torch.load(run / "student.pt", weights_only=True)  # the last epoch's, always
+    for k, v in torch.load(straight / "student.pt", weights_only=True).items():
+        assert torch.allclose(final[k], v, atol=1e-5), k
+
+
 def test_corrupt_checkpoint_is_a_clear_error(small, tmp_path):
     from kdseg.errors import CheckpointError
 

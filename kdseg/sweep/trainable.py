@@ -20,10 +20,18 @@ import threading
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from ray import tune
 
 from kdseg.errors import CheckpointError
-from kdseg.layout import FULL_CHECKPOINT, STUDENT_CHECKPOINT, copy_metrics, drop_metrics, trial_run_dir
+from kdseg.layout import (
+    FULL_CHECKPOINT,
+    METRICS_FILE,
+    STUDENT_CHECKPOINT,
+    copy_metrics,
+    drop_metrics,
+    trial_run_dir,
+)
 from kdseg.train import Diverged, train_kd
 
 log = logging.getLogger(__name__)
@@ -122,6 +130,9 @@ def kd_trainable(params: dict[str, Any], spec=None, data=None, sweep_dir: str | 
         run_trial(params, spec, data, sweep_dir, exit_.report)
     finally:
         exit_.done.set()
+        from kdseg.tracking.hardware import release_memory
+
+        release_memory()  # a reused worker's next trial starts from what this one freed
 
 
 _FROM_TUNE = object()
@@ -201,9 +212,10 @@ def run_trial(
         if ckpt_dir is None:
             report_to_tune(last)
             return
+        # the scratch folder Tune copies: checkpoint.pt and the metrics a restored attempt continues from
+        shutil.copyfile(run_dir / METRICS_FILE, Path(ckpt_dir) / METRICS_FILE)
         report_to_tune(last, checkpoint=checkpoint_type.from_directory(str(ckpt_dir)))
-        # Tune has persisted its copy; the run folder keeps the small files, not a second full checkpoint.
-        (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)
+        (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)  # Tune has persisted its copy
 
     faults = FaultInjector(
         getattr(spec, "faults", None) or [], config_to_dict(cfg), trial_id, Path(sweep_dir)
@@ -211,6 +223,8 @@ def run_trial(
 
     def on_step(step: int, _total: int) -> None:
         faults.on_step(done["epoch"] + 1, step)
+
+    scratch = Path(tempfile.mkdtemp(prefix="kdseg-ckpt-"))  # node-local; Tune copies it to storage
 
     def run(resume_from):
         train_kd(
@@ -223,6 +237,8 @@ def run_trial(
             keep_last_checkpoint=False,
             on_step=on_step if faults else None,
             report_every_process=report_every_process,
+            checkpoint_dir=scratch,
+            student_at=asha_stop_epochs(spec.sweep, cfg.train.epochs),
         )
 
     with wb:
@@ -252,6 +268,22 @@ def run_trial(
         finally:
             if restored is not None:
                 shutil.rmtree(restored, ignore_errors=True)
+            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def asha_stop_epochs(sweep, max_t: int) -> set[int]:
+    """The epochs after which ASHA can stop a trial (its rungs; Ray's ``_Bracket`` formula), where
+    student.pt must hold the weights the trial ends with; none in a pareto sweep (FIFO: only the last).
+    """
+    from kdseg.sweep.selection import PARETO
+
+    if sweep.objective == PARETO:
+        return set()
+    grace, rf = sweep.asha.grace_period, sweep.asha.reduction_factor
+    max_t = sweep.asha.max_t or max_t
+    rungs = int(np.log(max_t / grace) / np.log(rf) + 1)  # as Ray computes it (np.log, not math.log)
+    # Ray stops at the first result whose epoch is >= the rung's milestone
+    return {math.ceil(grace * rf**k) for k in range(max(rungs, 0))}
 
 
 def _node_id() -> str | None:

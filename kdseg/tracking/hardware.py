@@ -38,6 +38,24 @@ def reset_peak_rss() -> bool:
         return False
 
 
+def release_memory() -> bool:
+    """Collect garbage and hand the heap it freed back to the OS (glibc ``malloc_trim``).
+
+    Called when a trial ends: a reused Ray worker runs trial after trial, and glibc keeps what a
+    finished trial freed (models, optimiser state, activations) mapped; the next trial's allocations
+    then land beside it instead of in it (``benchmarks/trial_memory.py --trials-per-process 3``).
+    False where there is no glibc.
+    """
+    import ctypes
+    import gc
+
+    gc.collect()
+    try:
+        return bool(ctypes.CDLL("libc.so.6").malloc_trim(0))
+    except (OSError, AttributeError):
+        return False
+
+
 class HardwareMetrics:
     """Epoch hook: ``peak_rss_mb``, the trial process's peak resident memory during the epoch (for the
     whole process so far where the peak cannot be reset), next to train_kd's ``images_per_s`` and, on
