@@ -16,7 +16,7 @@ from kdseg.errors import DiskFullError, KdsegError
 
 def test_claim_is_exclusive_and_dies_with_its_driver(tmp_path):
     from kdseg.layout import LOCK_FILE
-    from kdseg.sweep.driver import claim_sweep
+    from kdseg.sweep.claim import claim_sweep
 
     sweep = tmp_path / "runs" / "s1"
     first = claim_sweep(sweep, new=True)
@@ -34,10 +34,10 @@ def test_claim_is_exclusive_and_dies_with_its_driver(tmp_path):
 
 
 def test_claim_is_released_when_the_driver_is_killed(tmp_path):
-    from kdseg.sweep.driver import claim_sweep
+    from kdseg.sweep.claim import claim_sweep
 
     sweep = tmp_path / "s1"
-    code = f"from kdseg.sweep.driver import claim_sweep; from pathlib import Path; c = claim_sweep(Path({str(sweep)!r}), new=True); print('held', flush=True); import time; time.sleep(60)"
+    code = f"from kdseg.sweep.claim import claim_sweep; from pathlib import Path; c = claim_sweep(Path({str(sweep)!r}), new=True); print('held', flush=True); import time; time.sleep(60)"
     proc = subprocess.Popen(["python", "-c", code], stdout=subprocess.PIPE, text=True)
     try:
         assert proc.stdout.readline().strip() == "held"
@@ -87,7 +87,8 @@ def test_fit_closes_running_trials_and_names_a_full_disk(tmp_path):
 
     import optuna
 
-    from kdseg.sweep.driver import SweepPlan, _fit
+    from kdseg.sweep.plan import SweepPlan
+    from kdseg.sweep.recovery import _fit
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s1", storage=url)
@@ -114,7 +115,7 @@ def test_fit_closes_running_trials_and_names_a_full_disk(tmp_path):
 
 
 def test_broken_searcher_state_is_set_aside(tmp_path):
-    from kdseg.sweep.driver import set_aside_broken_state
+    from kdseg.sweep.recovery import set_aside_broken_state
 
     good = {"counter": 1}
     (tmp_path / "search_gen_state-2024-01-01.json").write_bytes(pickle.dumps(good))
