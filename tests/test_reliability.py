@@ -162,3 +162,92 @@ def test_the_storage_pickles_without_its_password(tmp_path):
     storage.url = "postgresql://u@h/db"  # what a PostgreSQL storage holds once its password is stripped
     state = storage.__getstate__()
     assert "password" not in pickle.dumps(state).decode("latin-1")
+
+
+def test_a_new_study_is_created_atomically(tmp_path):
+    """Drivers racing to create the same study on one storage: the storage picks one, the others are refused."""
+    import threading
+    from concurrent.futures import ThreadPoolExecutor
+
+    import optuna
+
+    from kdseg.errors import ConfigError
+    from kdseg.sweep.study import create_new_study, open_storage
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    open_storage(url)  # the schema first: this test is about the study, not Optuna's tables
+    start = threading.Barrier(4)
+
+    def create(_):
+        start.wait()
+        try:
+            create_new_study(url, "s1", ["max", "min"])
+        except ConfigError as e:
+            return str(e)
+        return "created"
+
+    with ThreadPoolExecutor(4) as pool:
+        outcomes = list(pool.map(create, range(4)))
+    assert outcomes.count("created") == 1, outcomes
+    for text in outcomes:
+        if text != "created":
+            assert text == (
+                f"storage '{url}': a study named 's1' exists already; pass --name to start another sweep, "
+                f"or resume the existing one"
+            )
+    study = optuna.load_study(study_name="s1", storage=url)
+    assert study.directions == [optuna.study.StudyDirection.MAXIMIZE, optuna.study.StudyDirection.MINIMIZE]
+
+
+def test_the_loser_of_a_study_race_is_refused_and_writes_nothing(tmp_path):
+    """Two same-name sweeps in different folders on one shared storage both pass plan_sweep's check; the one
+    that creates its study second is refused (exit 2 message, naming the space file) before Ray starts, and
+    removes nothing of the winner's."""
+    import optuna
+
+    from kdseg.data import write_synth
+    from kdseg.errors import ConfigError
+    from kdseg.sweep.driver import plan_sweep, run_sweep
+    from kdseg.sweep.study import create_new_study
+    from tests.sweeps import write_space
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    space = write_space(
+        tmp_path / "in", write_synth(tmp_path / "data", n=8, size=(32, 32), seed=0), storage=url
+    )
+    winner = plan_sweep(space, out_root=tmp_path / "a", name="s1")
+    loser = plan_sweep(space, out_root=tmp_path / "b", name="s1")  # the check passes for both
+    create_new_study(winner.storage_url, winner.name, "max")  # the winner got there first
+    with pytest.raises(ConfigError) as e:
+        run_sweep(loser)
+    assert str(e.value) == (
+        f"{space}: storage '{url}': a study named 's1' exists already; pass --name to start another sweep, "
+        f"or resume the existing one"
+    )
+    assert not (tmp_path / "b").exists()  # nothing written, not even --out
+    assert optuna.load_study(study_name="s1", storage=url).trials == []  # the winner's study is untouched
+
+
+def test_a_sweep_that_fails_to_start_leaves_no_study_on_a_shared_storage(tmp_path, monkeypatch):
+    """Its study is deleted with its folder, so the same sweep can be started again (no "exists already")."""
+    import optuna
+
+    import kdseg.sweep.driver as driver
+    from kdseg.data import write_synth
+    from tests.sweeps import write_space
+
+    url = f"sqlite:///{tmp_path / 'shared.db'}"
+    space = write_space(
+        tmp_path / "in", write_synth(tmp_path / "data", n=8, size=(32, 32), seed=0), storage=url
+    )
+    plan = driver.plan_sweep(space, out_root=tmp_path / "runs", name="s1")
+
+    def no_ray(*_):
+        raise RuntimeError("ray would not start")
+
+    monkeypatch.setattr(driver, "_init_ray", no_ray)
+    with pytest.raises(RuntimeError, match="ray would not start"):
+        driver.run_sweep(plan)
+    assert not (tmp_path / "runs").exists()
+    assert optuna.get_all_study_names(url) == []
+    driver.plan_sweep(space, out_root=tmp_path / "runs", name="s1")  # not refused

@@ -22,6 +22,7 @@ Folder layout (``ROOT/NAME``)::
 
 from __future__ import annotations
 
+import logging
 import os
 import shutil
 import time
@@ -34,7 +35,7 @@ from kdseg.sweep.claim import claim_sweep
 from kdseg.sweep.finalize import finalize
 from kdseg.sweep.plan import SweepPlan, SweepResult, _load_data, plan_sweep
 from kdseg.sweep.recovery import _fit, _storage_errors, _teacher_stage, set_aside_broken_state
-from kdseg.sweep.tuner import _init_ray, _tuner
+from kdseg.sweep.tuner import _init_ray, _tuner, objective_metrics
 
 __all__ = ["SweepPlan", "SweepResult", "plan_sweep", "resume_sweep", "run_sweep"]
 
@@ -50,7 +51,10 @@ def run_sweep(plan: SweepPlan) -> SweepResult:
     created = [p for p in (plan.sweep_dir, *plan.sweep_dir.parents) if not p.exists()]
     claim = claim_sweep(plan.sweep_dir, new=True)  # a second driver stops here, having touched nothing
     try:
+        study = False
         try:
+            _create_study(plan)  # on a shared storage, a same-name driver elsewhere stops here
+            study = True
             dump_yaml(
                 {**spec_to_dict(plan.spec), "sweep_name": plan.name, "storage_url": plan.storage_url},
                 plan.sweep_dir / SPEC_FILE,
@@ -58,6 +62,8 @@ def run_sweep(plan: SweepPlan) -> SweepResult:
             _init_ray(plan.address, plan.verbose)
             tuner, _ = _tuner(plan, data, restore=False)
         except BaseException:
+            if study and plan.spec.storage is not None:  # a storage of its own: its study goes too
+                _delete_study(plan)
             shutil.rmtree(plan.sweep_dir, ignore_errors=True)  # nothing half-written
             for folder in created[1:]:  # nor the empty folders made for it (--out ROOT)
                 try:
@@ -70,6 +76,28 @@ def run_sweep(plan: SweepPlan) -> SweepResult:
         return _storage_errors(plan, lambda: finalize(plan, results, started))
     finally:
         claim.release()
+
+
+def _create_study(plan: SweepPlan) -> None:
+    """The sweep's Optuna study, created atomically (plan_sweep's check cannot stop a driver that races it)."""
+    import optuna
+
+    from kdseg.sweep.study import create_new_study
+
+    optuna.logging.set_verbosity(optuna.logging.INFO if plan.verbose else optuna.logging.WARNING)
+    try:
+        create_new_study(plan.storage_url, plan.name, objective_metrics(plan.spec.sweep)[1])
+    except ConfigError as e:
+        raise (ConfigError(f"{plan.spec.source}: {e}") if plan.spec.source else e) from None
+
+
+def _delete_study(plan: SweepPlan) -> None:
+    from kdseg.sweep.study import delete_study
+
+    try:
+        delete_study(plan.storage_url, plan.name)
+    except Exception as e:  # the storage may be what failed; keep the first error
+        logging.getLogger(__name__).warning("could not delete the study %r: %s", plan.name, e)
 
 
 def resume_sweep(

@@ -169,10 +169,36 @@ def check_new_study(url: str, name: str) -> None:
         if not db_file.exists():
             return
     if study_exists(open_storage(url), name):
-        raise ConfigError(
-            f"storage {redact(url)!r}: a study named {name!r} exists already; pass --name to start "
-            f"another sweep, or resume the existing one"
-        )
+        raise _study_exists_error(url, name)
+
+
+def _study_exists_error(url: str, name: str) -> ConfigError:
+    return ConfigError(
+        f"storage {redact(url)!r}: a study named {name!r} exists already; pass --name to start "
+        f"another sweep, or resume the existing one"
+    )
+
+
+def create_new_study(url: str, name: str, modes: str | list[str]) -> None:
+    """Create the study of a new sweep, atomically, or refuse as :func:`check_new_study` does.
+
+    :func:`check_new_study` is a check before anything starts; two drivers of the same name on a shared
+    storage may both pass it. Creating the study with ``load_if_exists=False`` leaves the decision to
+    the storage (a unique study name): the loser gets Optuna's ``DuplicatedStudyError``, refused here.
+    ``modes``: ``"max"``/``"min"`` or one per objective (the searcher then loads this study).
+    """
+    directions = [
+        "maximize" if m == "max" else "minimize" for m in ([modes] if isinstance(modes, str) else modes)
+    ]
+    try:
+        optuna.create_study(storage=open_storage(url), study_name=name, directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise _study_exists_error(url, name) from None
+
+
+def delete_study(url: str, name: str) -> None:
+    """Delete study ``name`` (one this driver created for a sweep that then failed to start)."""
+    optuna.delete_study(study_name=name, storage=open_storage(url))
 
 
 def study_exists(storage, name: str) -> bool:
