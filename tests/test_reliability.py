@@ -251,3 +251,66 @@ def test_a_sweep_that_fails_to_start_leaves_no_study_on_a_shared_storage(tmp_pat
     assert not (tmp_path / "runs").exists()
     assert optuna.get_all_study_names(url) == []
     driver.plan_sweep(space, out_root=tmp_path / "runs", name="s1")  # not refused
+
+
+# ------------------------------------------------------------------------- kdseg submit: no password shipped
+
+SECRET = "s3cr" + "etPW"
+
+
+def _project_with_password(root: Path) -> Path:
+    """A project whose space file names a PostgreSQL storage with its password in the URL."""
+    from tests.sweeps import write_space
+
+    space = write_space(
+        root / "experiments",
+        root / "scenes",
+        base_name="../experiments/base.yaml",
+        space_path=root / "search spaces" / "space.yaml",  # a space in a folder name: escaped in the excludes
+        storage=f"postgresql://kd:{SECRET}@db.example:5432/kd?sslmode=require",
+    )
+    (root / "pyproject.toml").write_text('[project]\nname = "p"\nversion = "0"\n')
+    return space
+
+
+def test_submit_ships_no_storage_password(tmp_path):
+    """The job's upload (the zip Ray builds), entrypoint, runtime_env and metadata hold no password, from the
+    space file or from --set; the cluster runs a password-free copy of the space file."""
+    import json
+    import zipfile
+
+    from ray._private.runtime_env.packaging import create_package
+
+    from kdseg.cluster.submit import plan_job
+    from kdseg.sweep.space import load_space
+
+    space = _project_with_password(tmp_path / "proj")
+    original = space.read_text()
+    plan = plan_job(
+        space, out=str(tmp_path / "shared"), overrides=[f"storage=postgresql://kd:{SECRET}@db2/kd"]
+    )
+    assert SECRET not in json.dumps([plan.entrypoint, plan.runtime_env, plan.metadata])
+    assert "--set storage=postgresql://kd@db2/kd" in plan.entrypoint
+    assert "search spaces/space.yaml" not in plan.files and plan.space_rel in plan.files
+    shipped = plan.working_dir / plan.space_rel
+    assert shipped.parent == space.parent and space.read_text() == original  # the user's file is untouched
+    assert load_space(shipped).storage == "postgresql://kd@db.example:5432/kd?sslmode=require"
+    package = tmp_path / "package.zip"
+    create_package(
+        str(plan.working_dir), package, include_gitignore=True, excludes=plan.runtime_env["excludes"]
+    )
+    with zipfile.ZipFile(package) as z:
+        names = [n for n in z.namelist() if not n.endswith("/")]
+        assert sorted(names) == sorted(plan.files)
+        assert not [n for n in names if SECRET.encode() in z.read(n)]
+
+
+def test_submit_removes_its_password_free_copy(tmp_path, kdseg):
+    """`kdseg submit --dry-run`: the copy it would ship is listed, and gone when the command ends."""
+    space = _project_with_password(tmp_path / "proj")
+    before = sorted(p.name for p in space.parent.iterdir())
+    proc = kdseg("submit", space, "--dry-run", "--address", "http://127.0.0.1:1", timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert SECRET not in proc.stdout + proc.stderr
+    assert "search spaces/space.kdseg-submit-" in proc.stdout
+    assert sorted(p.name for p in space.parent.iterdir()) == before
