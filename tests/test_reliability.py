@@ -81,19 +81,28 @@ def test_a_full_disk_is_named_with_its_path(tiny_tmpfs):
     assert not [p for p in tiny_tmpfs.rglob("*") if p.is_file()]  # no temp file left behind
 
 
-def test_fit_closes_running_trials_and_names_a_full_disk(tmp_path):
-    """Whatever ends Tuner.fit, no Optuna trial stays RUNNING; ENOSPC becomes DiskFullError."""
+def test_fit_pauses_running_trials_and_names_a_full_disk(tmp_path):
+    """Whatever ends Tuner.fit, no Optuna trial stays RUNNING: they wait (WAITING) for kdseg resume, which
+    runs them again; ENOSPC becomes DiskFullError."""
     import errno
 
     import optuna
 
     from kdseg.sweep.plan import SweepPlan
     from kdseg.sweep.recovery import _fit
+    from kdseg.sweep.study import close_running, open_storage, reopen_paused
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s1", storage=url)
+    done = study.ask()
+    study.tell(done, 1.0)
     study.ask(), study.ask()
     plan = SweepPlan(spec=None, name="s1", sweep_dir=tmp_path, storage_url=url)
+    W, R, C = (
+        optuna.trial.TrialState.WAITING,
+        optuna.trial.TrialState.RUNNING,
+        optuna.trial.TrialState.COMPLETE,
+    )
 
     class Tuner:
         def __init__(self, err):
@@ -102,16 +111,72 @@ def test_fit_closes_running_trials_and_names_a_full_disk(tmp_path):
         def fit(self):
             raise self.err
 
+    def states():
+        return [t.state for t in optuna.load_study(study_name="s1", storage=url).get_trials()]
+
     with pytest.raises(DiskFullError, match=f"no space left on device: {tmp_path}/tune/x"):
         _fit(plan, Tuner(OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "tune" / "x"))))
-    states = {t.state for t in optuna.load_study(study_name="s1", storage=url).get_trials()}
-    assert states == {optuna.trial.TrialState.FAIL}
-    study.ask()
+    assert states() == [C, W, W]
+    trials = optuna.load_study(study_name="s1", storage=url).get_trials()
+    assert "kdseg resume continues it" in trials[1].user_attrs["kdseg_paused"]
+    assert reopen_paused(open_storage(url), "s1") == 2 and states() == [C, R, R]  # kdseg resume
+    study.enqueue_trial({})  # a WAITING trial kdseg did not pause is not reopened
     with pytest.raises(KeyboardInterrupt):
         _fit(plan, Tuner(KeyboardInterrupt()))
-    trials = optuna.load_study(study_name="s1", storage=url).get_trials()
-    assert {t.state for t in trials} == {optuna.trial.TrialState.FAIL}
-    assert "KeyboardInterrupt" in trials[-1].user_attrs["error"]
+    assert states() == [C, W, W, W]
+    assert (
+        "KeyboardInterrupt"
+        in optuna.load_study(study_name="s1", storage=url).trials[2].user_attrs["kdseg_paused"]
+    )
+    assert reopen_paused(open_storage(url), "s1") == 2 and states() == [C, R, R, W]
+    close_running(open_storage(url), "s1")  # a sweep's end closes whatever is left
+    assert states() == [C] + [optuna.trial.TrialState.FAIL] * 3
+
+
+def test_a_trial_failed_by_a_full_disk_stops_the_sweep(tmp_path):
+    """The scheduler hears of a failed trial before the searcher: a full disk ends Tuner.fit there."""
+    import copy
+    import pickle
+
+    from ray.tune.schedulers import FIFOScheduler
+
+    from kdseg.sweep.recovery import StopOnFullDisk, _disk_full, trial_disk_full
+
+    err = DiskFullError(tmp_path / "tune" / "t1" / "checkpoint.pt")
+    assert str(copy.copy(err)) == str(pickle.loads(pickle.dumps(err))) == str(err)  # as Ray copies it
+
+    class Trial:
+        path = str(tmp_path / "tune" / "t1")
+        error_file = str(tmp_path / "error.txt")
+
+    class Scheduler(StopOnFullDisk, FIFOScheduler):
+        pass
+
+    errors = Path(Trial.error_file)
+    errors.write_text(
+        f"Failure # 1 (occurred at x)\nray::Trainable.train()\nkdseg.errors.DiskFullError: {err}\n"
+    )
+    assert str(trial_disk_full(Trial())) == str(err)
+    with pytest.raises(DiskFullError, match="checkpoint.pt"):
+        Scheduler().on_trial_error(None, Trial())
+    with errors.open("a") as f:  # a later attempt failed for another reason: that one counts
+        f.write("Failure # 2 (occurred at y)\nValueError: bad\n")
+    assert trial_disk_full(Trial()) is None
+    Scheduler().on_trial_error(None, Trial())  # FIFO's own: nothing
+    with errors.open("a") as f:
+        f.write("Failure # 3 (occurred at z)\nOSError: [Errno 28] No space left on device: '/x/y.json'\n")
+    assert str(trial_disk_full(Trial())) == "no space left on device: /x/y.json"
+    with errors.open("a") as f:
+        f.write("Failure # 4 (occurred at z)\nsqlite3.OperationalError: database or disk is full\n")
+    assert str(trial_disk_full(Trial())) == f"no space left on device: {Trial.path}"
+    # Tuner.fit wraps the trial's error in text (TuneError): its path is read from there
+    wrapped = RuntimeError(f"Traceback (most recent call last):\n  ...\nkdseg.errors.DiskFullError: {err}\n")
+    assert str(_disk_full(wrapped, tmp_path)) == str(err)
+    assert (
+        str(_disk_full(RuntimeError("database or disk is full"), tmp_path))
+        == f"no space left on device: {tmp_path}"
+    )
+    assert _disk_full(RuntimeError("bad value"), tmp_path) is None
 
 
 def test_broken_searcher_state_is_set_aside(tmp_path):

@@ -115,7 +115,7 @@ def resume_sweep(
 
     from kdseg.sweep.dburl import redact, remember, same_database
     from kdseg.sweep.space import load_resolved
-    from kdseg.sweep.study import open_storage
+    from kdseg.sweep.study import open_storage, reopen_paused
 
     sweep_dir = Path(sweep_dir).resolve()
     spec_file = sweep_dir / SPEC_FILE
@@ -147,6 +147,7 @@ def resume_sweep(
         started = time.perf_counter()
         data = _load_data(spec.base_config.data, spec_file)
         set_aside_broken_state(sweep_dir / TUNE_DIR)
+        reopen_paused(open_storage(url), plan.name)  # what an interrupted driver set WAITING runs again
         _init_ray(address, verbose)
         # a driver killed before the trials started (in the teacher stage) left no experiment state
         started_trials = any((sweep_dir / TUNE_DIR).glob("experiment_state-*.json"))

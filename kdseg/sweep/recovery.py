@@ -1,13 +1,15 @@
-"""Whatever ends a sweep early: Optuna trials closed, a full disk named, broken searcher state set aside.
+"""Whatever ends a sweep early: Optuna trials paused, a full disk named, broken searcher state set aside.
 
 A crash, Ctrl-C or ENOSPC must leave a state that ``kdseg resume`` continues: no Optuna trial RUNNING
-without a live driver, no empty searcher state file in the way, storage errors reported with their path.
+without a live driver, no empty searcher state file in the way, storage errors reported with their path,
+and a trial that a full disk ended is not failed but stops the sweep (:class:`StopOnFullDisk`).
 """
 
 from __future__ import annotations
 
 import errno
 import logging
+import re
 import shutil
 from pathlib import Path
 
@@ -29,7 +31,7 @@ def _teacher_stage(plan: SweepPlan, data) -> None:
 
 def _fit(plan: SweepPlan, tuner):
     """``tuner.fit()``; whatever ends it early (an exception, Ctrl-C, a full disk), no Optuna trial is
-    left RUNNING, and a full disk is reported as such, with its path."""
+    left RUNNING (they wait for ``kdseg resume``), and a full disk is reported as such, with its path."""
     try:
         return tuner.fit()
     except BaseException as e:
@@ -42,15 +44,51 @@ def _fit(plan: SweepPlan, tuner):
 
 
 def _close_running_quietly(plan: SweepPlan, reason: str) -> None:
-    from kdseg.sweep.study import close_running, open_storage
+    """Pause the study's RUNNING trials (:func:`kdseg.sweep.study.pause_running`) for a resume."""
+    from kdseg.sweep.study import open_storage, pause_running
 
     try:
-        n = close_running(open_storage(plan.storage_url), plan.name, reason)
-    except Exception as e:  # the database may be what failed; say so, keep the first error
-        logging.getLogger(__name__).warning("could not close the running Optuna trials: %s", e)
+        n = pause_running(open_storage(plan.storage_url), plan.name, reason)
+    except Exception as e:  # the database may be what failed (a full disk); say so, keep the first error
+        logging.getLogger(__name__).warning("could not pause the running Optuna trials: %s", e)
         return
     if n:
-        logging.getLogger(__name__).warning("%d running Optuna trial(s) marked FAIL: %s", n, reason)
+        logging.getLogger(__name__).warning("%d running Optuna trial(s) set WAITING: %s", n, reason)
+
+
+class StopOnFullDisk:
+    """A Tune scheduler mixin: a trial that failed because the disk is full stops the sweep.
+
+    A full disk is not the trial's fault: failing the trial would lose it (Optuna cannot reopen a FAIL
+    trial; ``kdseg resume`` does not rerun errored trials) and fail every trial after it. The scheduler
+    hears of a trial's failure before the searcher does (``TuneController._process_trial_failure``);
+    raising here ends ``Tuner.fit`` with the trial still unfinished in Tune's experiment state and
+    unreported to Optuna, and :func:`_fit` says "no space left on device: PATH". Once space is freed,
+    ``kdseg resume`` continues the trial from its last checkpoint.
+    """
+
+    def on_trial_error(self, tune_controller, trial):
+        full = trial_disk_full(trial)
+        if full is not None:
+            raise full
+        return super().on_trial_error(tune_controller, trial)
+
+
+_FULL = (
+    re.compile(r"no space left on device: (\S+)"),  # kdseg's DiskFullError, with its path
+    re.compile(r"\[Errno (?:28|122)\] [^:\n]+: '([^'\n]+)'"),  # an OSError (ENOSPC, EDQUOT) with a file
+    re.compile(r"\[Errno (?:28|122)\]|No space left on device|database or disk is full"),
+)
+
+
+def trial_disk_full(trial) -> DiskFullError | None:
+    """The full disk that ended ``trial``'s last attempt, read from the error Ray recorded; else None."""
+    try:
+        text = Path(trial.error_file).read_text(errors="replace")
+    except (OSError, TypeError):
+        return None
+    path = _full_in_text(text.rsplit("Failure # ", 1)[-1])  # Ray appends one section per failed attempt
+    return None if path is None else DiskFullError(path or trial.path)
 
 
 def _storage_errors(plan: SweepPlan, step):
@@ -65,17 +103,38 @@ def _storage_errors(plan: SweepPlan, step):
 
 
 def _disk_full(err: BaseException, where: Path) -> DiskFullError | None:
-    """A :class:`DiskFullError` naming the file if ``err`` (or its cause) is ENOSPC/EDQUOT, else None."""
-    seen = 0
-    while err is not None and seen < 10:
-        if isinstance(err, DiskFullError):
-            return err
-        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
-            return DiskFullError(err.filename or where)
-        if "No space left on device" in str(err):
-            return DiskFullError(where)
-        err, seen = err.__cause__ or err.__context__, seen + 1
+    """A :class:`DiskFullError` naming the file if ``err`` (or its cause) is ENOSPC/EDQUOT, else None.
+
+    Ray wraps a trial's error in text (``TuneError``, ``RayTaskError``): the path is read from it then,
+    else ``where`` is named.
+    """
+    chain: list[BaseException] = []
+    while err is not None and len(chain) < 10:
+        chain.append(err)
+        err = err.__cause__ or err.__context__
+    for e in chain:
+        if isinstance(e, DiskFullError):
+            return e
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT):
+            return DiskFullError(e.filename or _full_in_text(str(e)) or where)
+    for e in chain:
+        path = _full_in_text(str(e))
+        if path is not None:
+            return DiskFullError(path or where)
     return None
+
+
+def _full_in_text(text: str) -> str | None:
+    """The path named by the first disk-full error in ``text``; "" when none is named; None: no such error."""
+    for pattern in _FULL:
+        m = pattern.search(text)
+        if m:
+            return m.group(1) if m.groups() else ""
+    return None
+
+
+def is_disk_full(err: BaseException) -> bool:
+    return _disk_full(err, Path()) is not None
 
 
 def set_aside_broken_state(tune_dir: Path) -> list[Path]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import unflatten_dict
@@ -39,6 +39,7 @@ from kdseg.sweep.ray_private import (
     search_space,
     trial_number_id,
 )
+from kdseg.sweep.recovery import StopOnFullDisk, is_disk_full
 from kdseg.sweep.selection import CONTROL_KEY
 
 log = logging.getLogger(__name__)
@@ -308,8 +309,9 @@ class ControlsFirst(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-class ControlsRunFullBudget(ASHAScheduler):
-    """ASHA whose rungs never see (or stop) a no-KD control: controls run every epoch."""
+class ControlsRunFullBudget(StopOnFullDisk, ASHAScheduler):
+    """ASHA whose rungs never see (or stop) a no-KD control: controls run every epoch; a full disk
+    stops the sweep (:class:`~kdseg.sweep.recovery.StopOnFullDisk`)."""
 
     def on_trial_result(self, tune_controller, trial, result):
         if (trial.config or {}).get(CONTROL_KEY) is not None:
@@ -320,6 +322,10 @@ class ControlsRunFullBudget(ASHAScheduler):
         if (trial.config or {}).get(CONTROL_KEY) is not None:
             return
         return super().on_trial_complete(tune_controller, trial, result)
+
+
+class FullDiskStopsFIFO(StopOnFullDisk, FIFOScheduler):
+    """FIFO (every trial to ``max_t``) whose full disk stops the sweep (:class:`~kdseg.sweep.recovery.StopOnFullDisk`)."""
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -378,7 +384,9 @@ class HonestOptunaSearch(OptunaSearch):
             self._report_last(ot_trial, result, status)
             state, values = self._outcome(result, status)
             ot_study(self).tell(ot_trial, values, state=state)
-        except Exception as e:  # never let bookkeeping crash a sweep
+        except Exception as e:  # never let bookkeeping crash a sweep, unless the disk is full: stop it then
+            if is_disk_full(e):
+                raise
             log.warning("optuna: could not record trial %s: %s", trial_id, e)
         completed_trials(self).add(trial_id)
 
@@ -473,6 +481,36 @@ def close_running(storage, study_name: str, reason: str = "sweep ended while the
         storage.set_trial_user_attr(trial_number_id(t), "error", reason)
         storage.set_trial_state_values(trial_number_id(t), TrialState.FAIL)
         n += 1
+    return n
+
+
+PAUSED = "kdseg_paused"  # user attribute of a trial an interrupted driver set WAITING: why
+
+
+def pause_running(storage, study_name: str, reason: str) -> int:
+    """Set every RUNNING trial of the study WAITING (none stays RUNNING without a live driver), marked
+    :data:`PAUSED` with ``reason``, for ``kdseg resume`` to continue (:func:`reopen_paused`); returns the count.
+
+    Not FAIL: Optuna cannot reopen a finished trial, and the resumed sweep finishes these trials.
+    """
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial_number_id(t), PAUSED, reason)
+        storage.set_trial_state_values(trial_number_id(t), TrialState.WAITING)
+        n += 1
+    return n
+
+
+def reopen_paused(storage, study_name: str) -> int:
+    """Set the trials :func:`pause_running` paused RUNNING again (before the resumed sweep asks for any
+    new trial: Optuna's ``ask`` would hand a WAITING trial out as a new one); returns the count."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if PAUSED in t.user_attrs:
+            storage.set_trial_state_values(trial_number_id(t), TrialState.RUNNING)
+            n += 1
     return n
 
 

@@ -138,13 +138,11 @@ def _scheduler(s):
     Optuna cannot prune a multi-objective study, and one scalar compared at ASHA's rungs would stop the
     cheap end of the front: a ``pareto`` sweep runs every trial to ``max_t``.
     """
-    from ray.tune.schedulers import FIFOScheduler
-
     from kdseg.sweep.selection import PARETO, SCORE
-    from kdseg.sweep.study import ControlsRunFullBudget
+    from kdseg.sweep.study import ControlsRunFullBudget, FullDiskStopsFIFO
 
     if s.objective == PARETO:
-        return FIFOScheduler()
+        return FullDiskStopsFIFO()
 
     return ControlsRunFullBudget(
         # kdseg's own epoch, not Tune's training_iteration: a trial that had to start again from
