@@ -201,6 +201,40 @@ def test_broken_searcher_state_is_set_aside(tmp_path):
     assert not list(tmp_path.glob("*state-*"))
 
 
+def test_experiment_state_cut_short_is_replaced_by_the_drivers_own_copy(tmp_path, monkeypatch):
+    """Tune copies its state to the sweep folder non-atomically: a full disk leaves a cut-short
+    experiment_state. kdseg resume takes the driver's staged copy (Ray's temp dir) of that session instead."""
+    import json
+
+    from kdseg.sweep.recovery import set_aside_broken_state
+
+    session = "2026-01-02_03-04-05"
+    tune_dir = tmp_path / "sweep" / "tune"
+    tune_dir.mkdir(parents=True)
+    (tune_dir / f"experiment_state-{session}.json").write_text('{"trial_data": [["cut sho')
+    (tune_dir / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"old": 1}))
+    monkeypatch.setenv("RAY_TMPDIR", str(tmp_path / "rt"))
+    with pytest.raises(KdsegError, match="experiment state is cut short .* cannot be resumed"):
+        set_aside_broken_state(
+            tune_dir
+        )  # no copy of the driver's: refused, not started again over the trials
+    staged = tmp_path / "rt" / "ray" / "session_x" / "artifacts" / session / "tune" / "driver_artifacts"
+    staged.mkdir(parents=True)
+    state = {"trial_data": [], "runner_data": {}, "stats": {}}
+    (staged / f"experiment_state-{session}.json").write_text(json.dumps(state))
+    (staged / f"searcher-state-{session}.pkl").write_bytes(pickle.dumps({"new": 1}))
+    (staged / f"search_gen_state-{session}.json").write_bytes(pickle.dumps({"gen": 1}))
+    moved = set_aside_broken_state(tune_dir)
+    assert sorted(p.name for p in moved) == [
+        f"experiment_state-{session}.json",
+        f"searcher-state-{session}.pkl",
+    ]
+    assert json.loads((tune_dir / f"experiment_state-{session}.json").read_text()) == state
+    assert pickle.loads((tune_dir / f"searcher-state-{session}.pkl").read_bytes()) == {"new": 1}
+    assert pickle.loads((tune_dir / f"search_gen_state-{session}.json").read_bytes()) == {"gen": 1}
+    assert set_aside_broken_state(tune_dir) == []  # readable now: nothing more to do
+
+
 @pytest.mark.parametrize(
     "url",
     [

@@ -13,7 +13,7 @@ import re
 import shutil
 from pathlib import Path
 
-from kdseg.errors import DiskFullError
+from kdseg.errors import DiskFullError, KdsegError
 from kdseg.sweep.plan import SweepPlan
 
 
@@ -133,21 +133,65 @@ def _full_in_text(text: str) -> str | None:
     return None
 
 
+_STATE_FILES = (
+    "experiment_state-{}.json",
+    "search_gen_state-{}.json",
+    "searcher-state-{}.pkl",
+    "callback-states-{}.pkl",
+)
+
+
+def _replace_broken_experiment_state(tune_dir: Path) -> list[Path]:
+    import json
+
+    from kdseg.sweep.ray_private import staged_tune_state
+
+    moved = []
+    for f in sorted(tune_dir.glob("experiment_state-*.json")):
+        try:
+            json.loads(f.read_text())
+            continue
+        except (OSError, ValueError):
+            pass
+        staged = staged_tune_state(tune_dir.name, f.name)
+        if staged is None:
+            raise KdsegError(
+                f"{f}: Ray Tune's experiment state is cut short (a full disk?) and the driver's own copy, kept "
+                f"in Ray's temp folder on the machine it ran on, is not there: the sweep cannot be resumed"
+            )
+        session = f.name.removeprefix("experiment_state-").removesuffix(".json")
+        for name in (pattern.format(session) for pattern in _STATE_FILES):
+            if (tune_dir / name).exists():
+                dest = tune_dir / "broken-state" / name
+                dest.parent.mkdir(exist_ok=True)
+                shutil.move(str(tune_dir / name), str(dest))
+                moved.append(dest)
+            if (staged / name).exists():
+                shutil.copyfile(staged / name, tune_dir / name)
+        logging.getLogger(__name__).warning(
+            "%s was cut short; resuming from the driver's own copy in %s", f.name, staged
+        )
+    return moved
+
+
 def is_disk_full(err: BaseException) -> bool:
     return _disk_full(err, Path()) is not None
 
 
 def set_aside_broken_state(tune_dir: Path) -> list[Path]:
-    """Move Ray's searcher state files that a crash left empty or unreadable to ``tune/broken-state/``.
+    """Move Ray's state files that a crash left empty or unreadable to ``tune/broken-state/``.
 
-    Ray restores the newest readable state then (an earlier session's), or, with none, sets the
-    searcher up again from the study in storage. Returns what was moved.
+    An experiment state (``experiment_state-S.json``) cut short is replaced by the driver's own copy of
+    session S's state files (:func:`~kdseg.sweep.ray_private.staged_tune_state`); without one, the sweep
+    cannot be resumed (Tune would start it again over the old trials): a :class:`KdsegError`. For
+    searcher state, Ray restores the newest readable one then (an earlier session's), or, with none,
+    sets the searcher up again from the study in storage. Returns what was moved.
     """
     import pickle
 
     import ray.cloudpickle as cloudpickle
 
-    moved = []
+    moved = _replace_broken_experiment_state(tune_dir)
     for pattern in ("search_gen_state-*.json", "searcher-state-*.pkl"):
         for f in sorted(tune_dir.glob(pattern)):
             try:
