@@ -73,16 +73,32 @@ def fill(mnt: Path, smallest: int) -> Path:
     return filler
 
 
-def wait_for_first_epoch(procs: list[subprocess.Popen], sweep_dir: Path, timeout: float = 400) -> None:
-    """Until a trial of the sweep has finished an epoch, while one of ``procs`` (its drivers) still runs."""
+def start(kdseg: KdsegCLI, *args, log: Path, command: tuple[str, ...] | None = None) -> subprocess.Popen:
+    """A driver in its own process group, its output (stdout and stderr) into ``log``: no pipe to fill."""
+    with log.open("w") as out:
+        return kdseg.popen(
+            *args, command=command, stdout=out, stderr=subprocess.STDOUT, start_new_session=True
+        )
+
+
+def wait_until(done, procs: list[subprocess.Popen], what: str, timeout: float = 400) -> None:
+    """Until ``done()``, while one of ``procs`` (the sweep's drivers) still runs."""
     deadline = time.time() + timeout
     while time.time() < deadline and any(p.poll() is None for p in procs):
-        runs = list((sweep_dir / "tune").glob("*/run/metrics.jsonl")) if sweep_dir.exists() else []
-        if any(p.read_text().strip() for p in runs):
+        if done():
             return
         time.sleep(0.3)
-    ended = [(p.stdout.read() or "")[-3000:] for p in procs if p.poll() is not None]
-    raise AssertionError(f"no trial finished an epoch within {timeout:.0f}s while a driver ran: {ended}")
+    raise AssertionError(
+        f"{what}: not within {timeout:.0f}s while a driver ran ({[p.poll() for p in procs]})"
+    )
+
+
+def first_epoch_done(sweep_dir: Path):
+    def done() -> bool:
+        runs = list((sweep_dir / "tune").glob("*/run/metrics.jsonl")) if sweep_dir.exists() else []
+        return any(p.read_text().strip() for p in runs)
+
+    return done
 
 
 def stop(proc: subprocess.Popen) -> None:
@@ -115,14 +131,16 @@ def test_a_full_disk_stops_the_sweep_and_resume_finishes_it(where, small_tmpfs, 
     storage = f"sqlite:///{tmp_path / 'shared.db'}" if where == "nearly" else None
     space = small_space(tmp_path, storage=storage)
     sweep_dir = small_tmpfs / "s1"
-    proc = kdseg.popen("sweep", space, "--out", small_tmpfs, "--name", "s1", start_new_session=True)
+    log = tmp_path / "driver.log"
+    proc = start(kdseg, "sweep", space, "--out", small_tmpfs, "--name", "s1", log=log)
     try:
-        wait_for_first_epoch([proc], sweep_dir)
-        assert proc.poll() is None, "the sweep ended before the disk filled"
+        wait_until(first_epoch_done(sweep_dir), [proc], "a trial's first epoch")
         filler = fill(small_tmpfs, smallest=1 if where == "full" else 1 << 16)
-        output = proc.communicate(timeout=600)[0]
+        assert proc.poll() is None, "the sweep ended before the disk was full"
+        proc.wait(timeout=600)
     finally:
         stop(proc)
+    output = log.read_text()
     assert proc.returncode == 1, output[-4000:]
     assert f"kdseg: error: no space left on device: {small_tmpfs}/" in output, output[-4000:]
     assert not (sweep_dir / "leaderboard.csv").exists()
@@ -149,34 +167,35 @@ def test_two_drivers_of_one_sweep_started_together(tmp_path, kdseg):
     space = small_space(tmp_path)
     runs = tmp_path / "runs"
     sweep_dir = runs / "s1"
+    logs = [tmp_path / f"driver{i}.log" for i in range(2)]
     procs = [
-        kdseg.popen(
-            space, "--out", runs, "--name", "s1", command=KdsegCLI.kdseg_sweep, start_new_session=True
-        )
-        for _ in range(2)
+        start(kdseg, space, "--out", runs, "--name", "s1", log=log, command=KdsegCLI.kdseg_sweep)
+        for log in logs
     ]
     try:
-        wait_for_first_epoch(procs, sweep_dir)
-        alive = [p for p in procs if p.poll() is None]
-        assert len(alive) == 1, [p.returncode for p in procs]
+        wait_until((sweep_dir / "sweep.yaml").exists, procs, "the sweep's folder")
+        holder = int((sweep_dir / ".driver.lock").read_text().split()[0])
+        winner = next(p for p in procs if p.pid == holder)
         resume = kdseg("resume", sweep_dir)  # the driver is alive: refused, nothing changed
-        assert alive[0].poll() is None, "the driver ended before the resume was tried"
-        outputs = [p.communicate(timeout=900)[0] for p in procs]
+        assert winner.poll() is None, "the driver ended before the resume was refused"
+        for p in procs:
+            p.wait(timeout=900)
     finally:
         for p in procs:
             stop(p)
     assert resume.returncode == 2, resume.stdout[-2000:] + resume.stderr[-2000:]
-    assert f"kdseg: error: {sweep_dir}: another kdseg driver (pid {alive[0].pid} on " in resume.stderr
+    assert f"kdseg: error: {sweep_dir}: another kdseg driver (pid {holder} on " in resume.stderr
     assert "is running this sweep" in resume.stderr
-    codes = sorted(p.returncode for p in procs)
-    assert codes == [0, 2], [o[-3000:] for o in outputs]
-    loser = outputs[[p.returncode for p in procs].index(2)]
+    outputs = [log.read_text() for log in logs]
+    assert winner.returncode == 0, outputs[procs.index(winner)][-3000:]
+    loser = outputs[1 - procs.index(winner)]
+    assert procs[1 - procs.index(winner)].returncode == 2, loser[-3000:]
     refusals = (
-        f"kdseg: error: {sweep_dir}: another kdseg driver (pid {alive[0].pid} on ",
+        f"kdseg: error: {sweep_dir}: another kdseg driver (pid {holder} on ",
         f"kdseg: error: {sweep_dir}: a sweep named 's1' exists already",
     )
     assert any(r in loser for r in refusals), loser[-3000:]
-    assert "Traceback" not in loser and "trial" not in loser.lower(), loser[-3000:]  # it started nothing
+    assert "Traceback" not in loser and "[1/" not in loser, loser[-3000:]  # it started no trial
     check_consistent(sweep_dir, "s1", N)
     assert not (sweep_dir / "orphaned").exists()  # no trial folder was taken for another driver's orphan
     assert sorted(p.name for p in runs.iterdir()) == ["s1"]
