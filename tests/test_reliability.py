@@ -352,6 +352,37 @@ def test_a_sweep_that_fails_to_start_leaves_no_study_on_a_shared_storage(tmp_pat
     driver.plan_sweep(space, out_root=tmp_path / "runs", name="s1")  # not refused
 
 
+def test_offline_imagenet_weights_are_refused_before_anything_starts(tmp_path, monkeypatch):
+    """A sweep whose teacher wants `weights: imagenet` on a machine that cannot download them: one message
+    naming the space file and the key (exit 2), before Ray starts, nothing written. No network is used."""
+    import huggingface_hub
+    import segmentation_models_pytorch.encoders as smp_encoders
+
+    import kdseg.sweep.driver as driver
+    from kdseg.data import write_synth
+    from kdseg.errors import WeightsError
+    from tests.sweeps import write_space
+
+    real = huggingface_hub.hf_hub_download
+
+    def offline_download(*args, **kwargs):  # the real client on an empty cache: what an offline machine sees
+        return real(*args, **{**kwargs, "local_files_only": True, "cache_dir": str(tmp_path / "hf-cache")})
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)
+    monkeypatch.setattr(smp_encoders, "hf_hub_download", offline_download)
+    teacher = {"arch": "Unet", "encoder": "resnet18", "weights": "imagenet"}
+    data = write_synth(tmp_path / "data", n=8, size=(32, 32), seed=0)
+    space = write_space(tmp_path / "in", data, base={"teacher": teacher})
+    plan = driver.plan_sweep(space, out_root=tmp_path / "runs", name="s1")
+    monkeypatch.setattr(driver, "_init_ray", lambda *_: pytest.fail("Ray started"))
+    with pytest.raises(WeightsError) as e:
+        driver.run_sweep(plan)
+    assert e.value.exit_code == 2
+    assert str(e.value).startswith(f"{space}: teacher.weights:") and "offline" in str(e.value)
+    assert not (tmp_path / "runs").exists()
+
+
 # ------------------------------------------------------------------------- kdseg submit: no password shipped
 
 SECRET = "s3cr" + "etPW"
