@@ -126,7 +126,11 @@ def check_consistent(sweep_dir: Path, name: str, n: int, storage: str | None = N
     rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
     ray_trials = sorted(p.name for p in (sweep_dir / "tune").iterdir() if p.is_dir())
     trials = study_trials(sweep_dir, name, storage)
-    assert len(rows) == len(ray_trials) == len(trials) == n
+    assert len(rows) == len(ray_trials) == len(trials) == n, (
+        [(r["trial_id"], r["status"]) for r in rows],
+        ray_trials,
+        [(t.number, t.state.name, t.user_attrs.get("ray_trial_id")) for t in trials],
+    )
     assert sorted(r["trial_id"] for r in rows) == ray_trials
     assert sorted(t.user_attrs["ray_trial_id"] for t in trials) == ray_trials
     by_id = {t.user_attrs["ray_trial_id"]: t for t in trials}
