@@ -182,23 +182,27 @@ def test_a_trial_failed_by_a_full_disk_stops_the_sweep(tmp_path):
 def test_broken_searcher_state_is_set_aside(tmp_path):
     from kdseg.sweep.recovery import set_aside_broken_state
 
+    tune = tmp_path / "tune"
+    tune.mkdir()
+
     good = {"counter": 1}
-    (tmp_path / "search_gen_state-2024-01-01.json").write_bytes(pickle.dumps(good))
-    (tmp_path / "searcher-state-2024-01-01.pkl").write_bytes(pickle.dumps(good))
-    (tmp_path / "search_gen_state-2024-01-02.json").write_bytes(b"")  # a crash mid-write
-    (tmp_path / "searcher-state-2024-01-02.pkl").write_bytes(pickle.dumps(good)[:5])
-    moved = set_aside_broken_state(tmp_path)
+    (tune / "search_gen_state-2024-01-01.json").write_bytes(pickle.dumps(good))
+    (tune / "searcher-state-2024-01-01.pkl").write_bytes(pickle.dumps(good))
+    (tune / "search_gen_state-2024-01-02.json").write_bytes(b"")  # a crash mid-write
+    (tune / "searcher-state-2024-01-02.pkl").write_bytes(pickle.dumps(good)[:5])
+    moved = set_aside_broken_state(tune)
+    assert {p.parent for p in moved} == {tmp_path / "broken-state"}  # beside tune/, whose folders are trials
     assert sorted(p.name for p in moved) == [
         "search_gen_state-2024-01-02.json",
         "searcher-state-2024-01-02.pkl",
     ]
-    assert sorted(p.name for p in tmp_path.glob("*state-*")) == [
+    assert sorted(p.name for p in tune.glob("*state-*")) == [
         "search_gen_state-2024-01-01.json",
         "searcher-state-2024-01-01.pkl",
     ]
-    (tmp_path / "search_gen_state-2024-01-01.json").unlink()  # one without the other: both go
-    set_aside_broken_state(tmp_path)
-    assert not list(tmp_path.glob("*state-*"))
+    (tune / "search_gen_state-2024-01-01.json").unlink()  # one without the other: both go
+    set_aside_broken_state(tune)
+    assert not list(tune.glob("*state-*"))
 
 
 def test_experiment_state_cut_short_is_replaced_by_the_drivers_own_copy(tmp_path, monkeypatch):

@@ -14,6 +14,7 @@ import shutil
 from pathlib import Path
 
 from kdseg.errors import DiskFullError, KdsegError
+from kdseg.layout import BROKEN_STATE_DIR
 from kdseg.sweep.plan import SweepPlan
 
 
@@ -162,7 +163,7 @@ def _replace_broken_experiment_state(tune_dir: Path) -> list[Path]:
         session = f.name.removeprefix("experiment_state-").removesuffix(".json")
         for name in (pattern.format(session) for pattern in _STATE_FILES):
             if (tune_dir / name).exists():
-                dest = tune_dir / "broken-state" / name
+                dest = tune_dir.parent / BROKEN_STATE_DIR / name
                 dest.parent.mkdir(exist_ok=True)
                 shutil.move(str(tune_dir / name), str(dest))
                 moved.append(dest)
@@ -179,7 +180,7 @@ def is_disk_full(err: BaseException) -> bool:
 
 
 def set_aside_broken_state(tune_dir: Path) -> list[Path]:
-    """Move Ray's state files that a crash left empty or unreadable to ``tune/broken-state/``.
+    """Move Ray's state files that a crash left empty or unreadable to ``SWEEP_DIR/broken-state/``.
 
     An experiment state (``experiment_state-S.json``) cut short is replaced by the driver's own copy of
     session S's state files (:func:`~kdseg.sweep.ray_private.staged_tune_state`); without one, the sweep
@@ -200,7 +201,7 @@ def set_aside_broken_state(tune_dir: Path) -> list[Path]:
                 continue
             except Exception:  # empty, truncated, or written by something else
                 pass
-            dest = tune_dir / "broken-state" / f.name
+            dest = tune_dir.parent / BROKEN_STATE_DIR / f.name
             dest.parent.mkdir(exist_ok=True)
             shutil.move(str(f), str(dest))
             moved.append(dest)
@@ -215,7 +216,7 @@ def set_aside_broken_state(tune_dir: Path) -> list[Path]:
     )
     if bool(gens) != bool(searchers):
         for f in gens + searchers:
-            dest = tune_dir / "broken-state" / f.name
+            dest = tune_dir.parent / BROKEN_STATE_DIR / f.name
             dest.parent.mkdir(exist_ok=True)
             shutil.move(str(f), str(dest))
             moved.append(dest)
