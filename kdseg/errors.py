@@ -43,3 +43,6 @@ class DiskFullError(KdsegError, OSError):
 
     def __str__(self) -> str:
         return f"no space left on device: {self.path}"
+
+    def __reduce__(self):  # copied and pickled as itself (Ray copies a trial's exception to report it)
+        return (type(self), (self.path,))

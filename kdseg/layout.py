@@ -12,6 +12,7 @@ It imports nothing of kdseg, so any layer may use it::
       report.html                  kdseg report                        REPORT_FILE
       best_student.onnx|...        kdseg export --format               best_student_file()
       .driver.lock                 flock-ed by the sweep's one driver  LOCK_FILE
+      broken-state/                Ray state files a crash cut short   BROKEN_STATE_DIR
       tune/                        the Ray Tune experiment             TUNE_DIR
         <trial_id>/params.json     what Ray Tune sampled               PARAMS_FILE
         <trial_id>/run/            the trial's training run folder     trial_run_dir()
@@ -41,6 +42,7 @@ FINAL_EVAL_FILE = "final_eval.json"
 REPORT_FILE = "report.html"
 LOCK_FILE = ".driver.lock"
 TUNE_DIR = "tune"
+BROKEN_STATE_DIR = "broken-state"  # beside tune/: every folder in tune/ is one trial
 PARAMS_FILE = "params.json"
 TRIAL_RUN_DIR = "run"
 FAULTS_DIR = ".faults"  # kdseg.sweep.faults' counts (a testing aid)

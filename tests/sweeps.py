@@ -63,11 +63,17 @@ class KdsegCLI:
         )
 
     def popen(
-        self, *args, cwd: Path | None = None, env: dict[str, str] | None = None, **kw
+        self,
+        *args,
+        cwd: Path | None = None,
+        env: dict[str, str] | None = None,
+        command: tuple[str, ...] | None = None,
+        **kw,
     ) -> subprocess.Popen:
         """Started, not waited for; stdout and stderr merged into one pipe unless ``kw`` says otherwise."""
         kw = {"stdout": subprocess.PIPE, "stderr": subprocess.STDOUT, "text": True, **kw}
-        return subprocess.Popen([*self.kdseg, *map(str, args)], cwd=cwd or REPO, env=self.env(env), **kw)
+        argv = [*(command or self.kdseg), *map(str, args)]
+        return subprocess.Popen(argv, cwd=cwd or REPO, env=self.env(env), **kw)
 
 
 def write_space(
@@ -102,15 +108,16 @@ def write_split_synth(root: Path, sizes=(("train", 8), ("val", 4), ("test", 4)),
     return root
 
 
-def study_trials(sweep_dir: Path, name: str):
+def study_trials(sweep_dir: Path, name: str, storage: str | None = None):
     import optuna
 
-    return optuna.load_study(study_name=name, storage=f"sqlite:///{sweep_dir / 'optuna.db'}").get_trials()
+    storage = storage or f"sqlite:///{sweep_dir / 'optuna.db'}"
+    return optuna.load_study(study_name=name, storage=storage).get_trials()
 
 
-def check_consistent(sweep_dir: Path, name: str, n: int) -> list[dict]:
+def check_consistent(sweep_dir: Path, name: str, n: int, storage: str | None = None) -> list[dict]:
     """Leaderboard rows = Ray trial folders = Optuna trials (``n`` of each), states, values, controls
-    agreeing, none left RUNNING; returns the leaderboard rows."""
+    agreeing, none left RUNNING; returns the leaderboard rows. ``storage``: the study's, if not the default."""
     import optuna
     import pytest
 
@@ -118,8 +125,12 @@ def check_consistent(sweep_dir: Path, name: str, n: int) -> list[dict]:
 
     rows = read_leaderboard_csv(sweep_dir / "leaderboard.csv")
     ray_trials = sorted(p.name for p in (sweep_dir / "tune").iterdir() if p.is_dir())
-    trials = study_trials(sweep_dir, name)
-    assert len(rows) == len(ray_trials) == len(trials) == n
+    trials = study_trials(sweep_dir, name, storage)
+    assert len(rows) == len(ray_trials) == len(trials) == n, (
+        [(r["trial_id"], r["status"]) for r in rows],
+        ray_trials,
+        [(t.number, t.state.name, t.user_attrs.get("ray_trial_id")) for t in trials],
+    )
     assert sorted(r["trial_id"] for r in rows) == ray_trials
     assert sorted(t.user_attrs["ray_trial_id"] for t in trials) == ray_trials
     by_id = {t.user_attrs["ray_trial_id"]: t for t in trials}

@@ -31,13 +31,14 @@ This module plans the job (:func:`plan_job`); :mod:`kdseg.cluster.upload` decide
 
 from __future__ import annotations
 
+import atexit
 import os
 import re
 import secrets
 import shlex
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
 
 from kdseg.cluster.upload import DEFAULT_EXCLUDES, find_excludes, find_project_root, inside_project, preflight
@@ -103,7 +104,8 @@ def plan_job(
     if out is not None:
         check_sweep_root(out)  # a path every node mounts, not a URI
     out_arg = CLUSTER_OUT if out is None else str(Path(out).expanduser().absolute())
-    all_excludes = [*DEFAULT_EXCLUDES, *find_excludes(root), *excludes]
+    space_rel, overrides, left_out = _without_password(space_path, space_rel, overrides)
+    all_excludes = [*DEFAULT_EXCLUDES, *find_excludes(root), *excludes, *left_out]
     env_vars = {"PYTHONUNBUFFERED": "1", **_env_vars(env)}
     runtime_env: dict[str, Any] = {"working_dir": str(root), "excludes": all_excludes, "env_vars": env_vars}
 
@@ -129,6 +131,33 @@ def plan_job(
     preflight(plan, [space_rel, *([base_rel] if base_rel else [])])
     plan.notes += _relative_path_notes(space_path, base_rel and Path(spec.base), overrides)
     return plan
+
+
+def _without_password(
+    space: Path, space_rel: str, overrides: Sequence[str]
+) -> tuple[str, list[str], list[str]]:
+    """What to ship so that no storage password reaches the cluster: (space file, --set items, excludes).
+
+    A job's files and entrypoint are kept on the cluster. ``--set storage=URL`` loses its password; a space
+    file whose ``storage:`` holds one is left out and shipped as a copy without it (written beside it,
+    removed when this process exits). The job's nodes give the password (PGPASSWORD, ~/.pgpass).
+    """
+    from kdseg.config import dump_yaml, read_yaml
+    from kdseg.sweep.dburl import has_password, strip_password
+
+    items = [
+        f"storage={strip_password(i.partition('=')[2])}" if i.startswith("storage=") else i for i in overrides
+    ]
+    raw = read_yaml(space)
+    if not (isinstance(raw.get("storage"), str) and has_password(raw["storage"])):
+        return space_rel, items, []
+    copy = dump_yaml(
+        {**raw, "storage": strip_password(raw["storage"])},
+        space.with_name(f"{space.stem}.kdseg-submit-{secrets.token_hex(4)}{space.suffix}"),
+    )
+    atexit.register(copy.unlink, missing_ok=True)
+    escaped = re.sub(r"([\\\[\]*?!# ])", r"\\\1", space_rel)  # gitignore-style, anchored
+    return str(PurePosixPath(space_rel).with_name(copy.name)), items, [f"/{escaped}"]
 
 
 def _relative_path_notes(space: Path, base: Path | None, overrides: Sequence[str]) -> list[str]:

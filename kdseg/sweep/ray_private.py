@@ -2,13 +2,16 @@
 
 ``HonestOptunaSearch`` (kdseg.sweep.study) extends Ray's ``OptunaSearch`` and needs its private state;
 ``ProtectFinish`` (kdseg.sweep.trainable) wraps the train session's ``finish``; ``workers`` sweeps
-(kdseg.sweep.workers) ask whether Ray Train V2 is on. These names are not a
+(kdseg.sweep.workers) ask whether Ray Train V2 is on; ``kdseg resume`` reads Tune's staging copy of a
+state file a full disk cut short (:func:`staged_tune_state`). These names are not a
 public API: pyproject.toml pins the versions they were checked against, and
 ``tests/test_private_api.py`` fails loudly, naming the attribute, when an upgrade changes one.
 """
 
 from __future__ import annotations
 
+import os
+from pathlib import Path
 from typing import Any
 
 # Ray Tune's OptunaSearch (ray/tune/search/optuna/optuna_search.py), checked with ray 2.60
@@ -63,6 +66,30 @@ def train_v2_enabled() -> bool:
     from ray.train.v2._internal.constants import is_v2_enabled
 
     return is_v2_enabled()
+
+
+# Ray Tune's driver staging folder (ray/train/_internal/storage.py, experiment_driver_staging_path),
+# checked with ray 2.60: <ray temp dir>/session_*/artifacts/<session>/<experiment>/driver_artifacts
+def staged_tune_state(experiment: str, state_file: str) -> Path | None:
+    """The folder holding the driver's own, complete copy of Tune's ``state_file`` (``experiment_state-S.json``).
+
+    Tune writes its state files to a staging folder in Ray's temp dir, then copies that folder to the
+    experiment folder, not atomically: a full disk leaves a cut-short copy there. The staging folder
+    outlives the driver, on the machine the driver ran on. None when it is not found.
+    """
+    from ray._common.utils import get_default_ray_temp_dir
+
+    session = state_file.removeprefix("experiment_state-").removesuffix(".json")
+    roots = [
+        os.environ.get("RAY_TMPDIR") and Path(os.environ["RAY_TMPDIR"]) / "ray",
+        Path(get_default_ray_temp_dir()),
+    ]
+    for root in filter(None, roots):
+        for found in sorted(
+            root.glob(f"session_*/artifacts/{session}/{experiment}/driver_artifacts/{state_file}")
+        ):
+            return found.parent
+    return None
 
 
 def missing_searcher_attrs(searcher: Any) -> list[str]:

@@ -23,7 +23,7 @@ from typing import Any
 
 import optuna
 from optuna.trial import TrialState
-from ray.tune.schedulers import ASHAScheduler
+from ray.tune.schedulers import ASHAScheduler, FIFOScheduler
 from ray.tune.search import Searcher
 from ray.tune.search.optuna import OptunaSearch
 from ray.tune.utils.util import unflatten_dict
@@ -39,6 +39,7 @@ from kdseg.sweep.ray_private import (
     search_space,
     trial_number_id,
 )
+from kdseg.sweep.recovery import StopOnFullDisk, is_disk_full
 from kdseg.sweep.selection import CONTROL_KEY
 
 log = logging.getLogger(__name__)
@@ -169,10 +170,36 @@ def check_new_study(url: str, name: str) -> None:
         if not db_file.exists():
             return
     if study_exists(open_storage(url), name):
-        raise ConfigError(
-            f"storage {redact(url)!r}: a study named {name!r} exists already; pass --name to start "
-            f"another sweep, or resume the existing one"
-        )
+        raise _study_exists_error(url, name)
+
+
+def _study_exists_error(url: str, name: str) -> ConfigError:
+    return ConfigError(
+        f"storage {redact(url)!r}: a study named {name!r} exists already; pass --name to start "
+        f"another sweep, or resume the existing one"
+    )
+
+
+def create_new_study(url: str, name: str, modes: str | list[str]) -> None:
+    """Create the study of a new sweep, atomically, or refuse as :func:`check_new_study` does.
+
+    :func:`check_new_study` is a check before anything starts; two drivers of the same name on a shared
+    storage may both pass it. Creating the study with ``load_if_exists=False`` leaves the decision to
+    the storage (a unique study name): the loser gets Optuna's ``DuplicatedStudyError``, refused here.
+    ``modes``: ``"max"``/``"min"`` or one per objective (the searcher then loads this study).
+    """
+    directions = [
+        "maximize" if m == "max" else "minimize" for m in ([modes] if isinstance(modes, str) else modes)
+    ]
+    try:
+        optuna.create_study(storage=open_storage(url), study_name=name, directions=directions)
+    except optuna.exceptions.DuplicatedStudyError:
+        raise _study_exists_error(url, name) from None
+
+
+def delete_study(url: str, name: str) -> None:
+    """Delete study ``name`` (one this driver created for a sweep that then failed to start)."""
+    optuna.delete_study(study_name=name, storage=open_storage(url))
 
 
 def study_exists(storage, name: str) -> bool:
@@ -282,8 +309,9 @@ class ControlsFirst(Searcher):
         self.searcher.restore(checkpoint_path)
 
 
-class ControlsRunFullBudget(ASHAScheduler):
-    """ASHA whose rungs never see (or stop) a no-KD control: controls run every epoch."""
+class ControlsRunFullBudget(StopOnFullDisk, ASHAScheduler):
+    """ASHA whose rungs never see (or stop) a no-KD control: controls run every epoch; a full disk
+    stops the sweep (:class:`~kdseg.sweep.recovery.StopOnFullDisk`)."""
 
     def on_trial_result(self, tune_controller, trial, result):
         if (trial.config or {}).get(CONTROL_KEY) is not None:
@@ -294,6 +322,10 @@ class ControlsRunFullBudget(ASHAScheduler):
         if (trial.config or {}).get(CONTROL_KEY) is not None:
             return
         return super().on_trial_complete(tune_controller, trial, result)
+
+
+class FullDiskStopsFIFO(StopOnFullDisk, FIFOScheduler):
+    """FIFO (every trial to ``max_t``) whose full disk stops the sweep (:class:`~kdseg.sweep.recovery.StopOnFullDisk`)."""
 
 
 class HonestOptunaSearch(OptunaSearch):
@@ -352,7 +384,9 @@ class HonestOptunaSearch(OptunaSearch):
             self._report_last(ot_trial, result, status)
             state, values = self._outcome(result, status)
             ot_study(self).tell(ot_trial, values, state=state)
-        except Exception as e:  # never let bookkeeping crash a sweep
+        except Exception as e:  # never let bookkeeping crash a sweep, unless the disk is full: stop it then
+            if is_disk_full(e):
+                raise
             log.warning("optuna: could not record trial %s: %s", trial_id, e)
         completed_trials(self).add(trial_id)
 
@@ -447,6 +481,36 @@ def close_running(storage, study_name: str, reason: str = "sweep ended while the
         storage.set_trial_user_attr(trial_number_id(t), "error", reason)
         storage.set_trial_state_values(trial_number_id(t), TrialState.FAIL)
         n += 1
+    return n
+
+
+PAUSED = "kdseg_paused"  # user attribute of a trial an interrupted driver set WAITING: why
+
+
+def pause_running(storage, study_name: str, reason: str) -> int:
+    """Set every RUNNING trial of the study WAITING (none stays RUNNING without a live driver), marked
+    :data:`PAUSED` with ``reason``, for ``kdseg resume`` to continue (:func:`reopen_paused`); returns the count.
+
+    Not FAIL: Optuna cannot reopen a finished trial, and the resumed sweep finishes these trials.
+    """
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.RUNNING,)):
+        storage.set_trial_user_attr(trial_number_id(t), PAUSED, reason)
+        storage.set_trial_state_values(trial_number_id(t), TrialState.WAITING)
+        n += 1
+    return n
+
+
+def reopen_paused(storage, study_name: str) -> int:
+    """Set the trials :func:`pause_running` paused RUNNING again (before the resumed sweep asks for any
+    new trial: Optuna's ``ask`` would hand a WAITING trial out as a new one); returns the count."""
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    n = 0
+    for t in study.get_trials(deepcopy=False, states=(TrialState.WAITING,)):
+        if PAUSED in t.user_attrs:
+            storage.set_trial_state_values(trial_number_id(t), TrialState.RUNNING)
+            n += 1
     return n
 
 
