@@ -18,7 +18,7 @@ import pytest
 
 from tests.sweeps import KdsegCLI, check_consistent, write_space, write_split_synth
 
-pytestmark = pytest.mark.slow
+pytestmark = [pytest.mark.slow, pytest.mark.e2e]
 N, MAX_T = 4, 3
 
 

@@ -84,6 +84,7 @@ def test_train_v2_turned_off_is_refused(tmp_path, synth_dir, kdseg):
 # ------------------------------------------------------------------------------- a real sweep
 
 
+@pytest.mark.e2e
 @pytest.mark.slow
 def test_sweep_with_two_workers_per_trial(tmp_path, synth_dir, kdseg):
     """Two students in order, each trial 2 gloo workers x 1 CPU (one trial at a time on 2 CPUs): the
