@@ -17,11 +17,13 @@ interrupted comparison continues where it stopped. Prints a table (mean +- sampl
 val mIoU per arm, and each arm minus ``alone``) and the teacher's val mIoU, and writes
 ``OUT/results.json`` (every run's ``config.yaml`` and ``student.pt`` path, the teacher's).
 
-``--preset cpu60`` is meant to size the CamVid comparison for about 60 minutes of a quiet 2-core CPU (not
-measured yet: experiments/README.md); ``--set`` options come after a preset and win.
+``--preset cpu2h`` is the budget experiments/README.md reports (96x128, a lightweight UNet x0.5 student for
+8 epochs, the UNet-ResNet34 teacher for 30; about 2 hours of a 2-core CPU shared with other work);
+``--set`` options come after a preset and win. Seeds may run in separate processes (``--seeds 1``,
+``--seeds 2`` at once, same ``--out``); a last run with every seed then only collects the table.
 
-    python experiments/kd_benefit.py experiments/camvid_kd_benefit.yaml --preset cpu60 \\
-        --seeds 0 1 2 --out runs/kd_benefit/camvid_offline --set data.root=../shared/data/camvid
+    OMP_NUM_THREADS=1 python experiments/kd_benefit.py experiments/camvid_kd_benefit.yaml --preset cpu2h \\
+        --seeds 0 1 2 --out runs/kd_benefit/camvid_cpu2h --set data.root=../shared/data/camvid
 """
 
 from __future__ import annotations
