@@ -142,6 +142,7 @@ def test_asha_vs_fifo_replays_a_grid_of_rung_settings_on_saved_curves(tmp_path):
     assert r["replay_chosen"] in r["replay_grid"]
 
 
+@pytest.mark.e2e  # minutes-long scenario, run with -m e2e (keeps the default suite inside CI time)
 @pytest.mark.bench  # two two-trial sweeps, one with a teacher stage
 def test_teacher_stage_benchmark_trains_the_teacher_once_for_n_students(tmp_path):
     out, r = run_bench(

@@ -364,6 +364,7 @@ def test_submit_runs_sweep_on_cluster(ray_head, tmp_path, synth_dir, kdseg):
     print(f"submitted sweep: {took:.0f}s")
 
 
+@pytest.mark.e2e  # minutes-long scenario, run with -m e2e (keeps the default suite inside CI time)
 @pytest.mark.slow
 def test_failing_job_exits_nonzero(ray_head, tmp_path, monkeypatch, capsys, kdseg):
     # valid here, fails on the cluster: the dataset folder does not exist there

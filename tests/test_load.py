@@ -24,6 +24,7 @@ def ray_cpus() -> int:
     return max(1, int(get_num_cpus()))
 
 
+@pytest.mark.e2e  # minutes-long scenario, run with -m e2e (keeps the default suite inside CI time)
 def test_fifty_short_trials_oversubscribed(tmp_path, kdseg):
     from kdseg.data import write_synth
 

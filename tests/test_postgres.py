@@ -129,6 +129,7 @@ def postgres_space(folder: Path, synth_dir: Path, storage: str) -> Path:
     )
 
 
+@pytest.mark.e2e  # minutes-long scenario, run with -m e2e (keeps the default suite inside CI time)
 @pytest.mark.slow
 def test_two_sweeps_share_one_database(postgres, tmp_path, synth_dir, kdseg):
     url = postgres.createdb("sweeps")  # fresh: both sweeps race to create Optuna's tables

@@ -43,6 +43,7 @@ def test_missing_dataset_names_the_fix(tmp_path, capsys, monkeypatch) -> None:
     assert not (tmp_path / "runs").exists()
 
 
+@pytest.mark.e2e  # minutes-long scenario, run with -m e2e (keeps the default suite inside CI time)
 @pytest.mark.slow
 def test_smoke_run_of_backbones_on_lyft_samples(tmp_path, shared_data, kdseg) -> None:
     root = shared_data / "lyft_udacity_samples"

@@ -173,6 +173,7 @@ def test_the_winner_is_good_and_everyone_names_the_same_one(tmp_path, synth_dir,
     assert study.best_trial.user_attrs["label"] == "r18"
 
 
+@pytest.mark.e2e  # minutes-long scenario, run with -m e2e (keeps the default suite inside CI time)
 def test_iou_per_gflop_is_measured_and_ranks(tmp_path, synth_dir, kdseg):
     space = _answer_space(tmp_path, synth_dir, objective="iou_per_gflop", num_samples=3, max_t=1, steps=2)
     out = kdseg("sweep", str(space), "--out", str(tmp_path / "runs"), "--name", "gflop")
