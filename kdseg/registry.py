@@ -113,3 +113,22 @@ def _called_name(func: ast.expr) -> str | None:
     if isinstance(func, ast.Attribute):
         return func.attr
     return None
+
+
+def lazy_exports(
+    package: str, homes: Mapping[str, str]
+) -> tuple[Callable[[str], Any], Callable[[], list[str]]]:
+    """A package's ``__getattr__`` and ``__dir__`` that import ``name``'s home submodule on first use
+    (PEP 562), so importing the package stays torch-free: ``__getattr__, __dir__ = lazy_exports(__name__, H)``."""
+    import sys
+
+    def __getattr__(name: str) -> Any:
+        home = homes.get(name)
+        if home is None:
+            raise AttributeError(f"module {package!r} has no attribute {name!r}")
+        return getattr(importlib.import_module(f"{package}.{home}"), name)
+
+    def __dir__() -> list[str]:
+        return sorted([*vars(sys.modules[package]), *homes])
+
+    return __getattr__, __dir__

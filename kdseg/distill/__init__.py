@@ -7,7 +7,7 @@ for the alternation semantics. The names below load on first use, so ``kdseg.dis
 (which the config imports) stays free of torch.
 """
 
-from importlib import import_module
+from kdseg.registry import lazy_exports
 
 _HOMES = {
     "FEATURE_SITES": "adapters",
@@ -36,15 +36,6 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{home}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
-
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
 
 __all__ = sorted(_HOMES)  # noqa: PLE0605

@@ -6,7 +6,7 @@ architectures of our own. The names load on first use, so ``kdseg.models.registr
 config imports) stays free of torch.
 """
 
-from importlib import import_module
+from kdseg.registry import lazy_exports
 
 _HOMES = {
     "ARCHS": "registry",
@@ -24,15 +24,6 @@ _HOMES = {
 }
 
 
-def __getattr__(name: str):
-    home = _HOMES.get(name)
-    if home is None:
-        raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
-    return getattr(import_module(f"{__name__}.{home}"), name)
-
-
-def __dir__() -> list[str]:
-    return sorted([*globals(), *_HOMES])
-
+__getattr__, __dir__ = lazy_exports(__name__, _HOMES)
 
 __all__ = sorted(_HOMES)  # noqa: PLE0605
