@@ -65,16 +65,49 @@ def kdseg():
     return KdsegCLI()
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_ray_temp_dir():
+    """Every Ray the tests start (in this process, in ``kdseg`` subprocesses, in benchmarks) gets this
+    session's own temp dir (``RAY_TMPDIR``), never the machine's /tmp/ray: it never joins a cluster
+    someone else started there, and pytest-xdist workers never share one. Short: Unix socket paths
+    under it are limited to ~107 characters."""
+    yield from own_ray_temp_dir()
+
+
 @pytest.fixture(scope="session")
 def tiny_sweep(tmp_path_factory, kdseg):
-    """One real tiny sweep for the whole session (:func:`tests.sweeps.run_tiny_sweep`), read by
-    test_sweep, test_report and test_evaluate. Tests must not change it (``kdseg report`` writing
-    report.html excepted: every test that reads report.html writes it first)."""
-    from tests.sweeps import run_tiny_sweep
+    """One real tiny sweep for the whole test run (:func:`tests.sweeps.run_tiny_sweep`), read by
+    test_sweep, test_report and test_evaluate; pytest-xdist workers share it (the first one runs it,
+    under a file lock). Tests must not change it (``kdseg report`` writing report.html excepted:
+    every test that reads report.html writes it first)."""
+    from tests.sweeps import shared_tiny_sweep
 
-    sweep = run_tiny_sweep(kdseg, tmp_path_factory.mktemp("tiny-sweep"))
+    sweep = shared_tiny_sweep(kdseg, run_root(tmp_path_factory))
     assert sweep.proc.returncode == 0, sweep.proc.stdout[-3000:] + sweep.proc.stderr[-3000:]
     return sweep
+
+
+def run_root(tmp_path_factory) -> Path:
+    """The temp folder every pytest-xdist worker of this run shares (this session's own without xdist)."""
+    base = tmp_path_factory.getbasetemp()
+    return base.parent if os.environ.get("PYTEST_XDIST_WORKER") else base
+
+
+def own_ray_temp_dir():
+    import shutil
+    import tempfile
+
+    old = os.environ.get("RAY_TMPDIR")
+    tmp = tempfile.mkdtemp(prefix="kdt", dir="/tmp")
+    os.environ["RAY_TMPDIR"] = tmp
+    try:
+        yield Path(tmp)
+    finally:
+        if old is None:
+            os.environ.pop("RAY_TMPDIR", None)
+        else:
+            os.environ["RAY_TMPDIR"] = old
+        shutil.rmtree(tmp, ignore_errors=True)
 
 
 def tiny_config(root: Path, **sections) -> dict:

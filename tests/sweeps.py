@@ -6,11 +6,13 @@
 - :func:`write_space`: ``base.yaml`` (:func:`tests.conftest.tiny_config`) and ``space.yaml``
   (:func:`tests.conftest.tiny_space`) in a folder.
 - :func:`check_consistent`: leaderboard rows = Ray trial folders = Optuna trials, states agreeing.
-- :func:`run_tiny_sweep`: the one real sweep many test files read (the ``tiny_sweep`` fixture).
+- :func:`run_tiny_sweep`: the one real sweep many test files read (the ``tiny_sweep`` fixture), run once
+  per test run and shared by pytest-xdist workers (:func:`shared_tiny_sweep`).
 """
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -197,4 +199,32 @@ def run_tiny_sweep(kdseg: KdsegCLI, folder: Path, name: str = "tiny") -> TinySwe
     )
     out = folder / "runs"
     proc = kdseg("sweep", space, "--out", out, "--name", name, env=kdseg.env(WANDB_API_KEY=FAKE_KEY))
+    return _tiny(folder, space, name, proc)
+
+
+def _tiny(folder: Path, space: Path, name: str, proc: subprocess.CompletedProcess) -> TinySweep:
+    out = folder / "runs"
     return TinySweep(folder, space, out, name, out / name, proc, api_key=FAKE_KEY, **TINY_SWEEP)
+
+
+def shared_tiny_sweep(kdseg: KdsegCLI, root: Path) -> TinySweep:
+    """:func:`run_tiny_sweep` in ``root/tiny-sweep``, run by whichever pytest-xdist worker asks first (the
+    others wait on a file lock, then read how it went from ``run.json``)."""
+    from filelock import FileLock
+
+    folder = root / "tiny-sweep"
+    record = folder / "run.json"
+    with FileLock(str(root / "tiny-sweep.lock")):
+        if not record.exists():
+            sweep = run_tiny_sweep(kdseg, folder)
+            p = sweep.proc
+            run = {
+                "args": [str(a) for a in p.args],
+                "returncode": p.returncode,
+                "stdout": p.stdout,
+                "stderr": p.stderr,
+            }
+            record.write_text(json.dumps(run))
+    run = json.loads(record.read_text())
+    proc = subprocess.CompletedProcess(run["args"], run["returncode"], run["stdout"], run["stderr"])
+    return _tiny(folder, folder / "space.yaml", "tiny", proc)

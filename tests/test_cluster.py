@@ -28,7 +28,10 @@ from tests.sweeps import write_space
 
 DOCKER = REPO / "docker"
 # Ray's own log-tailing client (ray/dashboard/modules/job/sdk.py) still passes ssl=None to aiohttp.
-pytestmark = pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning")
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:ssl=None is deprecated:DeprecationWarning"),
+    pytest.mark.xdist_group("cluster"),  # one pytest-xdist worker starts the module's Ray head once
+]
 IN_CI = os.environ.get("CI", "").lower() in ("1", "true", "yes")
 
 

@@ -32,10 +32,13 @@ WORKER = REPO / "tests" / "ddp_worker.py"
 WEIGHT_TOL = 1e-3  # max abs difference of any weight, 1 vs 2 processes (module docstring)
 METRIC_TOL = 1e-3  # losses (relative) and mIoU (absolute)
 
-pytestmark = pytest.mark.skipif(
-    not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
-    reason="torch.distributed with gloo is not available",
-)
+pytestmark = [
+    pytest.mark.skipif(
+        not (torch.distributed.is_available() and torch.distributed.is_gloo_available()),
+        reason="torch.distributed with gloo is not available",
+    ),
+    pytest.mark.xdist_group("ddp"),  # one pytest-xdist worker runs the module's 1-vs-2-process runs once
+]
 
 
 def _config(root: Path, batch_size: int) -> dict:
