@@ -17,7 +17,7 @@ def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
     """One leaderboard row per Ray trial."""
     from kdseg.sweep.selection import CONTROL_KEY
     from kdseg.sweep.space import describe_trial, trial_config, trial_label
-    from kdseg.sweep.study import trial_status
+    from kdseg.sweep.trial_records import trial_status
 
     max_t = plan.spec.sweep.asha.max_t
     rows = []
@@ -79,9 +79,10 @@ def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     """Write leaderboard.csv and best_config.yaml; close any Optuna trial still RUNNING."""
     from kdseg.deploy.best_config import export_config
     from kdseg.sweep.final_eval import run_final_eval
+    from kdseg.sweep.optuna_storage import open_storage
     from kdseg.sweep.ranking import best_row, build_leaderboard, write_leaderboard_csv
     from kdseg.sweep.selection import settle_controls
-    from kdseg.sweep.study import close_running, open_storage, record_controls
+    from kdseg.sweep.trial_records import close_running, record_controls
 
     rows = collect_rows(plan, results)
     _set_aside_orphans(plan.sweep_dir, {r["trial_id"] for r in rows})
