@@ -25,7 +25,6 @@ Prints a table, the machine and its load, and one JSON line ``{"benchmark": "tea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -81,13 +80,8 @@ def write_space(folder: Path, root: Path, args, arm: str) -> Path:
     return path
 
 
-def _epochs(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-
-
 def run_arm(arm: str, space: Path, out_root: Path) -> dict[str, Any]:
+    from kdseg.layout import TRIAL_RUN_DIR, read_metrics, teacher_dir
     from kdseg.sweep.driver import plan_sweep, run_sweep
     from kdseg.sweep.teacher_stage import read_teachers
 
@@ -98,7 +92,7 @@ def run_arm(arm: str, space: Path, out_root: Path) -> dict[str, Any]:
     wall = time.perf_counter() - t
     trials = []
     for row in result.leaderboard:
-        epochs = _epochs(Path(row["path"]) / "run" / "metrics.jsonl")
+        epochs = read_metrics(Path(row["path"]) / TRIAL_RUN_DIR)
         trials.append(
             {
                 "trial_id": row["trial_id"],
@@ -113,7 +107,7 @@ def run_arm(arm: str, space: Path, out_root: Path) -> dict[str, Any]:
     teacher_s = sum(
         e.get("epoch_time_s", 0.0)
         for s in teachers
-        for e in _epochs(plan.sweep_dir / "teachers" / s["hash"] / "metrics.jsonl")
+        for e in read_metrics(teacher_dir(plan.sweep_dir, s["hash"]))
     )
     return {
         "arm": arm,

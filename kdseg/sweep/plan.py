@@ -52,7 +52,7 @@ def plan_sweep(
     from kdseg.sweep.optuna_storage import check_new_study, storage_url
     from kdseg.sweep.shared_path import check_sweep_root
     from kdseg.sweep.space import load_space
-    from kdseg.sweep.teacher_stage import plan_teachers
+    from kdseg.sweep.teacher_plan import plan_teachers
 
     check_sweep_root(out_root)  # a path (shared on a cluster), not a URI
     spec = load_space(space_path, overrides)
