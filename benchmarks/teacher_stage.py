@@ -27,12 +27,21 @@ from __future__ import annotations
 import argparse
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import emit, machine_info, parse_size, print_machine, synth_data, table, work_dir
+from _common import (
+    emit,
+    machine_info,
+    parse_size,
+    print_machine,
+    synth_data,
+    table,
+    timed_sweep,
+    trial_epochs,
+    work_dir,
+)
 
 
 def write_space(folder: Path, root: Path, args, arm: str) -> Path:
@@ -81,18 +90,13 @@ def write_space(folder: Path, root: Path, args, arm: str) -> Path:
 
 
 def run_arm(arm: str, space: Path, out_root: Path) -> dict[str, Any]:
-    from kdseg.layout import TRIAL_RUN_DIR, read_metrics, teacher_dir
-    from kdseg.sweep.driver import plan_sweep, run_sweep
+    from kdseg.layout import read_metrics, teacher_dir
     from kdseg.sweep.teacher_stage import read_teachers
 
-    print(f"\n== {arm}: {space.name} ==", flush=True)
-    plan = plan_sweep(space, out_root=out_root, name=arm)
-    t = time.perf_counter()
-    result = run_sweep(plan)
-    wall = time.perf_counter() - t
+    plan, result, wall = timed_sweep(arm, space, out_root)
     trials = []
     for row in result.leaderboard:
-        epochs = read_metrics(Path(row["path"]) / TRIAL_RUN_DIR)
+        epochs = trial_epochs(row)
         trials.append(
             {
                 "trial_id": row["trial_id"],
