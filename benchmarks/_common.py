@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: the machine they ran on, tables, JSON output, process memory.
+"""Helpers shared by the benchmarks: the machine they ran on, tables, JSON output, process memory, and
+one timed sweep.
 
 Every benchmark prints its figures as a table and, last, one JSON line holding ``"benchmark"``,
 ``"machine"`` (:func:`machine_info`: CPU model, cores, RAM, load average, python/torch/ray versions)
@@ -187,7 +188,7 @@ def work_dir(out: Path | None, prefix: str) -> Iterator[Path]:
 
 
 def timed_sweep(name: str, space: Path, out_root: Path) -> tuple[Any, Any, float]:
-    """Plan and run one real sweep of ``space`` in this process; ``(plan, result, run_sweep wall seconds)``."""
+    """Plan and run one real sweep of ``space`` in this process: ``(plan, result, run_sweep seconds)``."""
     from kdseg.sweep.driver import plan_sweep, run_sweep
 
     print(f"\n== {name}: {space.name} ==", flush=True)
