@@ -1,8 +1,8 @@
 """Inference cost of a config's teacher and student under each execution variant.
 
 Runs :func:`kdseg.deploy.bench.bench_config` for fp32, channels_last and bf16 (autocast) and prints the
-machine, one table row per (variant, role) and one JSON line. Models have random weights (speed does not depend
-on them; nothing is downloaded). ``kdseg bench`` is the same measurement for one variant.
+machine, one table row per (variant, role) and one JSON line. Models have random weights (speed does not
+depend on them; nothing is downloaded). ``kdseg bench`` is the same measurement for one variant.
 
     python benchmarks/inference.py experiments/carla_online_r34_r18.yaml [--size 512x512] [--batch 1]
         [--device auto|cpu|cuda] [--warmup 5] [--iters 20] [--variants fp32,channels_last,bf16]
