@@ -1,4 +1,5 @@
-"""Helpers shared by the benchmarks: the machine they ran on, tables, JSON output, process memory.
+"""Helpers shared by the benchmarks: the machine they ran on, tables, JSON output, process memory, and
+one timed sweep.
 
 Every benchmark prints its figures as a table and, last, one JSON line holding ``"benchmark"``,
 ``"machine"`` (:func:`machine_info`: CPU model, cores, RAM, load average, python/torch/ray versions)
@@ -14,6 +15,7 @@ import platform
 import shutil
 import sys
 import tempfile
+import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
@@ -183,3 +185,21 @@ def work_dir(out: Path | None, prefix: str) -> Iterator[Path]:
     finally:
         if out is None:
             shutil.rmtree(work, ignore_errors=True)
+
+
+def timed_sweep(name: str, space: Path, out_root: Path) -> tuple[Any, Any, float]:
+    """Plan and run one real sweep of ``space`` in this process: ``(plan, result, run_sweep seconds)``."""
+    from kdseg.sweep.driver import plan_sweep, run_sweep
+
+    print(f"\n== {name}: {space.name} ==", flush=True)
+    plan = plan_sweep(space, out_root=out_root, name=name)
+    t = time.perf_counter()
+    result = run_sweep(plan)
+    return plan, result, time.perf_counter() - t
+
+
+def trial_epochs(row: dict[str, Any]) -> list[dict[str, Any]]:
+    """The epochs (metrics.jsonl) of a leaderboard row's trial; [] when it has no run folder."""
+    from kdseg.layout import TRIAL_RUN_DIR, read_metrics
+
+    return read_metrics(Path(row["path"]) / TRIAL_RUN_DIR) if row.get("path") else []

@@ -39,7 +39,17 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import emit, machine_info, parse_size, print_machine, synth_data, table, work_dir
+from _common import (
+    emit,
+    machine_info,
+    parse_size,
+    print_machine,
+    synth_data,
+    table,
+    timed_sweep,
+    trial_epochs,
+    work_dir,
+)
 
 BEST_TOLERANCE = 0.01
 COMPUTE_TARGET = 0.35
@@ -102,20 +112,13 @@ def grid_points(args) -> list[dict[str, Any]]:
 
 
 def run_arm(name: str, space: Path, out_root: Path) -> dict[str, Any]:
-    from kdseg.sweep.driver import plan_sweep, run_sweep
+    from kdseg.layout import CONFIG_FILE, TRIAL_RUN_DIR
 
-    print(f"\n== {name}: {space.name} ==", flush=True)
-    plan = plan_sweep(space, out_root=out_root, name=name)
-    t = time.perf_counter()
-    result = run_sweep(plan)
-    wall = time.perf_counter() - t
+    _, result, wall = timed_sweep(name, space, out_root)
     trials = []
     for row in result.leaderboard:
-        run = Path(row["path"]) / "run" / "metrics.jsonl" if row.get("path") else None
-        epochs = []
-        if run is not None and run.exists():
-            epochs = [json.loads(ln) for ln in run.read_text().splitlines() if ln.strip()]
-        cfg_file = Path(row["path"]) / "run" / "config.yaml" if row.get("path") else None
+        epochs = trial_epochs(row)
+        cfg_file = Path(row["path"]) / TRIAL_RUN_DIR / CONFIG_FILE if row.get("path") else None
         cfg = yaml.safe_load(cfg_file.read_text()) if cfg_file is not None and cfg_file.exists() else {}
         trials.append(
             {

@@ -1,8 +1,8 @@
 """Inference cost of a config's teacher and student under each execution variant.
 
-Runs :func:`kdseg.deploy.bench.bench_config` for fp32, channels_last and bf16 (autocast) and prints one
-table row per (variant, role) and one JSON line. Models have random weights (speed does not depend
-on them; nothing is downloaded). ``kdseg bench`` is the same measurement for one variant.
+Runs :func:`kdseg.deploy.bench.bench_config` for fp32, channels_last and bf16 (autocast) and prints the
+machine, one table row per (variant, role) and one JSON line. Models have random weights (speed does not
+depend on them; nothing is downloaded). ``kdseg bench`` is the same measurement for one variant.
 
     python benchmarks/inference.py experiments/carla_online_r34_r18.yaml [--size 512x512] [--batch 1]
         [--device auto|cpu|cuda] [--warmup 5] [--iters 20] [--variants fp32,channels_last,bf16]
@@ -11,9 +11,10 @@ on them; nothing is downloaded). ``kdseg bench`` is the same measurement for one
 from __future__ import annotations
 
 import argparse
-import json
 
-from kdseg.cli.bench import parse_size
+from _common import emit, machine_info, print_machine, table
+
+from kdseg.cli.bench import parse_size  # refuses sizes that are not multiples of 32
 from kdseg.config import load_config
 from kdseg.deploy.bench import FLOPS_NOTE, bench_config
 
@@ -45,16 +46,19 @@ def main() -> None:
 
     first = next(iter(results.values()))
     h, w = first["size"]
-    print(f"{cfg.name}: {h}x{w}, batch {args.batch}, {first['device']} ({first['device_name']})")
-    print(f"{'variant':<20} {'role':<8} {'model':<28} {'GFLOPs':>8} {'p50 ms':>9} {'p95 ms':>9} {'img/s':>8}")
-    for name, r in results.items():
-        for role in ("teacher", "student"):
-            if role in r:
-                m = r[role]
-                print(
-                    f"{name:<20} {role:<8} {m['model']:<28} {m['gflops']:>8.2f} {m['latency_ms_p50']:>9.1f} "
-                    f"{m['latency_ms_p95']:>9.1f} {m['images_per_s']:>8.2f}"
-                )
+    machine = machine_info(first["device"])
+    print_machine(machine)
+    table(
+        ["variant", "role", "model", "GFLOPs", "p50 ms", "p95 ms", "img/s"],
+        [
+            [name, role, r[role]["model"], r[role]["gflops"], r[role]["latency_ms_p50"]]
+            + [r[role]["latency_ms_p95"], r[role]["images_per_s"]]
+            for name, r in results.items()
+            for role in ("teacher", "student")
+            if role in r
+        ],
+        f"{cfg.name}: {h}x{w}, batch {args.batch}, {first['device']} ({first['device_name']})",
+    )
     print(FLOPS_NOTE)
     summary = {
         name: {
@@ -64,7 +68,16 @@ def main() -> None:
         }
         for name, r in results.items()
     }
-    print(json.dumps({"config": cfg.name, "size": [h, w], "batch": args.batch, "results": summary}))
+    emit(
+        {
+            "benchmark": "inference",
+            "machine": machine,
+            "config": cfg.name,
+            "size": [h, w],
+            "batch": args.batch,
+            "results": summary,
+        }
+    )
 
 
 if __name__ == "__main__":

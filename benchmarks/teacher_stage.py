@@ -25,15 +25,23 @@ Prints a table, the machine and its load, and one JSON line ``{"benchmark": "tea
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import emit, machine_info, parse_size, print_machine, synth_data, table, work_dir
+from _common import (
+    emit,
+    machine_info,
+    parse_size,
+    print_machine,
+    synth_data,
+    table,
+    timed_sweep,
+    trial_epochs,
+    work_dir,
+)
 
 
 def write_space(folder: Path, root: Path, args, arm: str) -> Path:
@@ -81,24 +89,14 @@ def write_space(folder: Path, root: Path, args, arm: str) -> Path:
     return path
 
 
-def _epochs(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
-
-
 def run_arm(arm: str, space: Path, out_root: Path) -> dict[str, Any]:
-    from kdseg.sweep.driver import plan_sweep, run_sweep
+    from kdseg.layout import read_metrics, teacher_dir
     from kdseg.sweep.teacher_stage import read_teachers
 
-    print(f"\n== {arm}: {space.name} ==", flush=True)
-    plan = plan_sweep(space, out_root=out_root, name=arm)
-    t = time.perf_counter()
-    result = run_sweep(plan)
-    wall = time.perf_counter() - t
+    plan, result, wall = timed_sweep(arm, space, out_root)
     trials = []
     for row in result.leaderboard:
-        epochs = _epochs(Path(row["path"]) / "run" / "metrics.jsonl")
+        epochs = trial_epochs(row)
         trials.append(
             {
                 "trial_id": row["trial_id"],
@@ -113,7 +111,7 @@ def run_arm(arm: str, space: Path, out_root: Path) -> dict[str, Any]:
     teacher_s = sum(
         e.get("epoch_time_s", 0.0)
         for s in teachers
-        for e in _epochs(plan.sweep_dir / "teachers" / s["hash"] / "metrics.jsonl")
+        for e in read_metrics(teacher_dir(plan.sweep_dir, s["hash"]))
     )
     return {
         "arm": arm,

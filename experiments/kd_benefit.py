@@ -83,7 +83,8 @@ def _progress(who: str, epochs: int):
 def train_teacher_once(cfg, data, out: Path) -> dict:
     """The offline arm's teacher: trained once (or found finished) under ``OUT/teacher/<hash>/``."""
     from kdseg.config import config_to_dict
-    from kdseg.sweep.teacher_stage import read_summary, teacher_config, train_teacher
+    from kdseg.sweep.teacher_plan import teacher_config
+    from kdseg.sweep.teacher_stage import read_summary, train_teacher
 
     tcfg = teacher_config(cfg)
     folder = out / "teacher" / tcfg.name.removeprefix("teacher-")

@@ -1,9 +1,11 @@
 """The training configuration: one typed, validated object built from YAML.
 
-``load_config(path, overrides)`` is the only way a config enters kdseg. It reads YAML with
-``yaml.safe_load``, applies ``--set key.path=value`` overrides (values parsed as YAML scalars, so
-``train.lr=3e-4`` is a float and ``distill.sites=[logits,decoder]`` a list), validates against the
-schema below and raises :class:`~kdseg.errors.ConfigError` naming the file and the key path.
+``load_config(path, overrides)`` is the only way a config enters kdseg. It reads YAML
+(:mod:`kdseg.yaml_io`, aliases refused), applies ``--set key.path=value`` overrides (:mod:`kdseg.overrides`:
+values parsed as YAML scalars, so ``train.lr=3e-4`` is a float and ``distill.sites=[logits,decoder]`` a
+list), validates against the schema below and raises :class:`~kdseg.errors.ConfigError` naming the file and
+the key path (:mod:`kdseg.validation_errors`). smp's architecture and encoder names are checked last
+(:mod:`kdseg.models.smp_names`), so a config wrong elsewhere is refused without importing smp.
 
 Relative paths (``data.root``, ``data.test_root``, ``teacher.weights``, ``teacher.checkpoint``) are resolved against the
 current working directory when the config is loaded, so the resolved config written to a run folder
@@ -12,15 +14,11 @@ is valid wherever it is read from.
 
 from __future__ import annotations
 
-import contextvars
-import copy
-import functools
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
 from pydantic import (
     BaseModel,
     ConfigDict,
@@ -33,8 +31,11 @@ from pydantic import (
 
 from kdseg.distill.registry import FEATURE_LOSSES, LOGIT_LOSSES
 from kdseg.errors import ConfigError
-from kdseg.fileio import atomic_write
 from kdseg.models.registry import own_archs
+from kdseg.models.smp_names import check_arch, check_encoder, model_names_checked_last
+from kdseg.overrides import apply_overrides, override_keys
+from kdseg.validation_errors import blame_overrides, format_validation_error
+from kdseg.yaml_io import dump_yaml, read_yaml
 
 SITES = ("encoder", "bottleneck", "decoder", "logits")
 Site = Literal["encoder", "bottleneck", "decoder", "logits"]
@@ -48,43 +49,6 @@ def _registered(kind: str, name: str, names: Iterable[str]) -> str:
     if name not in names:
         raise ValueError(f"unknown {kind} {name!r}; known: {', '.join(names)}")
     return name
-
-
-# smp's architecture and encoder names need `import segmentation_models_pytorch` (torch, timm: seconds).
-# load_config and the space loader check them last (model_names_checked_last), so that a config wrong
-# anywhere else is refused without that import.
-_SMP_DEFERRED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
-    "smp_deferred", default=None
-)
-
-
-def _smp_check_deferred() -> bool:
-    """Inside a first pass of :func:`model_names_checked_last`: skip (and note) the smp check."""
-    skipped = _SMP_DEFERRED.get()
-    if skipped is None:
-        return False
-    skipped.append(True)
-    return True
-
-
-def model_names_checked_last(fn: Callable) -> Callable:
-    """Run ``fn`` (a loader that validates configs) once with smp's name checks skipped, and again
-    with them only when that pass succeeded and skipped one: every other error comes first and
-    without importing smp and torch; the messages are those of one plain pass."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        if _SMP_DEFERRED.get() is not None:  # an outer loader's second pass checks them
-            return fn(*args, **kwargs)
-        skipped: list[bool] = []
-        token = _SMP_DEFERRED.set(skipped)
-        try:
-            result = fn(*args, **kwargs)
-        finally:
-            _SMP_DEFERRED.reset(token)
-        return fn(*args, **kwargs) if skipped else result
-
-    return wrapper
 
 
 class Strict(BaseModel):
@@ -186,29 +150,12 @@ class ModelConfig(Strict):
     @field_validator("arch")
     @classmethod
     def _known_arch(cls, v: str) -> str:
-        if v in own_archs() or _smp_check_deferred():
-            return v
-        import segmentation_models_pytorch as smp  # lazy: heavy import
-
-        if v.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
-            known = sorted(a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values()) + list(own_archs())
-            raise ValueError(f"unknown architecture {v!r}; known: {', '.join(known)}")
-        return v
+        return check_arch(v, own_archs())
 
     @field_validator("encoder")
     @classmethod
     def _known_encoder(cls, v: str, info: ValidationInfo) -> str:
-        if info.data.get("arch") in own_archs() or v.startswith("tu-") or _smp_check_deferred():
-            return v
-        import segmentation_models_pytorch as smp
-
-        names = smp.encoders.get_encoder_names()
-        if v not in names:
-            stem = v.split("-")[0].split("_")[0].rstrip("0123456789")
-            close = [n for n in names if stem and n.startswith(stem)][:8]
-            hint = f"; similar: {', '.join(close)}" if close else "; or any timm encoder as 'tu-NAME'"
-            raise ValueError(f"unknown encoder {v!r}{hint}")
-        return v
+        return check_encoder(v, own_arch=info.data.get("arch") in own_archs())
 
 
 # ``teacher.checkpoint: train``: the sweep trains the teacher once, before the trials (kdseg.sweep.teacher_stage)
@@ -369,134 +316,7 @@ class KDConfig(Strict):
         return self.distill.mode in ("online", "mutual") and not self.teacher.frozen
 
 
-# --------------------------------------------------------------------------------------------- I/O
-
-
-class _NoAliasLoader(yaml.SafeLoader):
-    """``yaml.SafeLoader`` that refuses aliases (``*name``) as it reads them.
-
-    An alias shares a node; nested aliases grow exponentially when the data is copied or written
-    (the "billion laughs" bomb). kdseg's files never need them, so they are refused at load time.
-    """
-
-    def compose_node(self, parent, index):
-        if self.check_event(yaml.events.AliasEvent):
-            event = self.peek_event()
-            raise yaml.composer.ComposerError(
-                None,
-                None,
-                f"YAML aliases (*{event.anchor}) are not accepted in kdseg files; write the value out",
-                event.start_mark,
-            )
-        return super().compose_node(parent, index)
-
-
-def safe_load(text: str) -> Any:
-    """``yaml.safe_load`` without aliases (see :class:`_NoAliasLoader`)."""
-    loader = _NoAliasLoader(text)
-    try:
-        return loader.get_single_data()
-    finally:
-        loader.dispose()
-
-
-def read_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    """Read a YAML mapping with ``safe_load`` (aliases refused); a clear ConfigError for any problem."""
-    path = Path(path)
-    if path.is_dir():
-        raise ConfigError(f"{path}: is a folder, expected a YAML file")
-    try:
-        text = path.read_text()
-    except FileNotFoundError:
-        raise ConfigError(f"{path}: file not found") from None
-    except OSError as e:
-        raise ConfigError(f"{path}: cannot read ({e.strerror})") from None
-    try:
-        doc = safe_load(text)
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        where = f" line {mark.line + 1}, column {mark.column + 1}" if mark else ""
-        problem = getattr(e, "problem", None) or str(e).splitlines()[0]
-        raise ConfigError(f"{path}:{where}: malformed YAML: {problem}") from None
-    if doc is None:
-        doc = {}
-    if not isinstance(doc, dict):
-        raise ConfigError(f"{path}: expected a mapping of keys at the top level, got {type(doc).__name__}")
-    return doc
-
-
-def parse_override(item: str) -> tuple[str, Any]:
-    """``"train.lr=3e-4"`` -> ``("train.lr", 0.0003)``; the value is parsed as a YAML scalar."""
-    if "=" not in item:
-        raise ConfigError(f"--set {item!r}: expected key.path=value")
-    key, raw = item.split("=", 1)
-    key = key.strip()
-    if not key:
-        raise ConfigError(f"--set {item!r}: empty key")
-    try:
-        value = safe_load(raw) if raw.strip() else None
-    except yaml.composer.ComposerError as e:
-        raise ConfigError(f"--set {key}: {e.problem}") from None
-    except yaml.YAMLError:
-        value = raw
-    if isinstance(value, float) or _looks_like_float(raw):
-        value = float(raw) if _looks_like_float(raw) else value
-    return key, value
-
-
-def _looks_like_float(raw: str) -> bool:
-    # YAML 1.1 reads "1e-3" as a string; users mean a number.
-    try:
-        float(raw)
-    except ValueError:
-        return False
-    return any(c in raw.lower() for c in ".e") and raw.strip().lower() not in ("nan", "inf", "-inf")
-
-
-def get_dotted(doc: Mapping[str, Any], key: str) -> Any:
-    """``doc[a][b][c]`` for ``key == "a.b.c"``, or None where the path does not exist."""
-    node: Any = doc
-    for part in key.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def set_dotted(doc: dict[str, Any], key: str, value: Any) -> None:
-    """Set ``doc[a][b][c] = value`` for ``key == "a.b.c"``, creating mappings on the way."""
-    parts = key.split(".")
-    node = doc
-    for i, part in enumerate(parts[:-1]):
-        nxt = node.get(part)
-        if nxt is None:
-            nxt = node[part] = {}
-        if not isinstance(nxt, dict):
-            raise ConfigError(f"{'.'.join(parts[: i + 1])} is not a section; cannot set {key}")
-        node = nxt
-    node[parts[-1]] = value
-
-
-def apply_overrides(doc: Mapping[str, Any], overrides: Iterable[str | tuple[str, Any]]) -> dict[str, Any]:
-    """A deep copy of ``doc`` with ``key.path=value`` overrides applied."""
-    out = copy.deepcopy(dict(doc))
-    for item in overrides:
-        key, value = parse_override(item) if isinstance(item, str) else item
-        set_dotted(out, key, value)
-    return out
-
-
-def format_validation_error(err: ValidationError, source: str) -> str:
-    lines = []
-    for e in err.errors():
-        loc = ".".join(str(p) for p in e["loc"]) or "(top level)"
-        msg = e["msg"].removeprefix("Value error, ")
-        if e["type"] == "extra_forbidden":
-            msg = "unknown key"
-        elif e["type"] not in ("value_error", "missing") and isinstance(e.get("input"), (str, int, float)):
-            msg += f", got {e['input']!r}"  # pydantic's own checks do not say what they were given
-        lines.append(f"{source}: {loc}: {msg}")
-    return "\n".join(lines)
+# ----------------------------------------------------------------------------------------- loading
 
 
 def validate_config(doc: Mapping[str, Any], source: str = "<config>") -> KDConfig:
@@ -552,31 +372,16 @@ def validate_overridden(doc: Mapping[str, Any], overrides: Iterable, source: str
             validate_config(doc, source=source)
         except ConfigError:
             raise err from None  # the file is wrong by itself
-        keys = [(parse_override(o) if isinstance(o, str) else o)[0] for o in overrides]
         try:
             KDConfig.model_validate(dict(merged))
         except ValidationError as e:
-            lines = []
-            for line in format_validation_error(e, "").splitlines():
-                loc = line.removeprefix(": ").split(": ", 1)[0]
-                key = next(
-                    (k for k in keys if loc == k or loc.startswith(k + ".") or k.startswith(loc)), None
-                )
-                lines.append(f"--set {key or loc}: {line.removeprefix(': ').split(': ', 1)[-1]} ({source})")
-            raise ConfigError("\n".join(lines)) from None
+            raise ConfigError(blame_overrides(e, override_keys(overrides), source)) from None
         raise err from None
 
 
 def config_to_dict(cfg: KDConfig) -> dict[str, Any]:
     """Plain YAML-safe data (paths as strings, tuples as lists)."""
     return cfg.model_dump(mode="json")
-
-
-def dump_yaml(data: Mapping[str, Any], path: str | os.PathLike) -> Path:
-    """Write YAML atomically (temp file in the same folder, then rename)."""
-    with atomic_write(path, "w") as f:
-        yaml.safe_dump(dict(data), f, sort_keys=False, default_flow_style=None)
-    return Path(path)
 
 
 def save_config(cfg: KDConfig, path: str | os.PathLike) -> Path:

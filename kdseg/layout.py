@@ -13,6 +13,9 @@ It imports nothing of kdseg, so any layer may use it::
       best_student.onnx|...        kdseg export --format               best_student_file()
       .driver.lock                 flock-ed by the sweep's one driver  LOCK_FILE
       broken-state/                Ray state files a crash cut short   BROKEN_STATE_DIR
+      orphaned/<trial_id>/         trial folders Tune never recorded   ORPHANED_DIR
+      teachers/<hash>/             a teacher-stage teacher: a run      TEACHERS_DIR, teacher_dir()
+        teacher.json               its summary, once it has finished   TEACHER_SUMMARY
       tune/                        the Ray Tune experiment             TUNE_DIR
         <trial_id>/params.json     what Ray Tune sampled               PARAMS_FILE
         <trial_id>/run/            the trial's training run folder     trial_run_dir()
@@ -43,6 +46,9 @@ REPORT_FILE = "report.html"
 LOCK_FILE = ".driver.lock"
 TUNE_DIR = "tune"
 BROKEN_STATE_DIR = "broken-state"  # beside tune/: every folder in tune/ is one trial
+ORPHANED_DIR = "orphaned"  # beside tune/: trial folders of a killed driver that Tune never recorded
+TEACHERS_DIR = "teachers"  # the teacher stage's runs, one folder per teacher hash
+TEACHER_SUMMARY = "teacher.json"  # in a teacher's run folder: its summary, written when it has finished
 PARAMS_FILE = "params.json"
 TRIAL_RUN_DIR = "run"
 FAULTS_DIR = ".faults"  # kdseg.sweep.faults' counts (a testing aid)
@@ -63,6 +69,11 @@ PROFILE_CACHE_FILE = "profile_cache.json"  # kdseg.deploy.bench's cost cache, in
 def trial_run_dir(sweep_dir: str | os.PathLike, trial_id: str) -> Path:
     """The folder where a trial's train_kd wrote config.yaml, metrics.jsonl and student.pt."""
     return Path(sweep_dir) / TUNE_DIR / trial_id / TRIAL_RUN_DIR
+
+
+def teacher_dir(sweep_dir: str | os.PathLike, digest: str) -> Path:
+    """The run folder of the teacher-stage teacher whose hash is ``digest``."""
+    return Path(sweep_dir) / TEACHERS_DIR / digest
 
 
 def best_student_file(sweep_dir: str | os.PathLike, fmt: str) -> Path:

@@ -1,4 +1,4 @@
-"""kdseg.deploy.model_export: ONNX / TorchScript export of students, checked against PyTorch; a sweep's best student."""
+"""kdseg.deploy.model_export and student_export: ONNX / TorchScript export of students, checked against PyTorch; a sweep's best student."""
 
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import pytest
 import torch
 
 from kdseg.cli.export import add_export_format_args, run_export_format
-from kdseg.config import ModelConfig, dump_yaml, save_config, validate_config
+from kdseg.config import ModelConfig, save_config, validate_config
 from kdseg.deploy import model_export as deploy
-from kdseg.deploy.model_export import ExportError, export_model, export_student
+from kdseg.deploy.model_export import ExportError, export_model
+from kdseg.deploy.student_export import export_student
 from kdseg.errors import CheckpointError, KdsegError
 from kdseg.models import build_model
+from kdseg.yaml_io import dump_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 pytest.importorskip("onnxruntime", reason="pip install -e '.[test]' installs the export extras")

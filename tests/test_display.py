@@ -8,8 +8,9 @@ from typing import Any
 
 from rich.console import Console
 
+from kdseg.sweep.leaderboard_table import render_leaderboard
 from kdseg.sweep.progress import COLUMNS, LiveTrialTable
-from kdseg.sweep.ranking import build_leaderboard, render_leaderboard
+from kdseg.sweep.ranking import build_leaderboard
 
 
 @dataclass

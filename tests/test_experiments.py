@@ -117,7 +117,8 @@ def test_config_trains_one_epoch(path: Path, tmp_path: Path):
     if as_written.teacher.checkpoint == "train":
         # the teacher stage's own path: the teacher trained once (kdseg.sweep.teacher_stage), then frozen
         from kdseg.config import config_to_dict
-        from kdseg.sweep.teacher_stage import teacher_config, train_teacher
+        from kdseg.sweep.teacher_plan import teacher_config
+        from kdseg.sweep.teacher_stage import train_teacher
 
         staged = load_config(path, [*overrides, "teacher.train_epochs=1"])
         tcfg = teacher_config(staged)

@@ -9,8 +9,9 @@ import yaml
 from conftest import tiny_config
 
 from kdseg.cli import main
-from kdseg.config import config_to_dict, dump_yaml, load_config, save_config, validate_config
+from kdseg.config import config_to_dict, load_config, save_config, validate_config
 from kdseg.deploy.best_config import export_config, inapplicable
+from kdseg.yaml_io import dump_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

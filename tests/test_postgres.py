@@ -190,7 +190,7 @@ def test_two_sweeps_share_one_database(postgres, tmp_path, synth_dir, kdseg):
 
 def test_storage_errors_and_the_schema_race(postgres, monkeypatch):
     from kdseg.errors import ConfigError
-    from kdseg.sweep.study import open_storage
+    from kdseg.sweep.optuna_storage import open_storage
 
     monkeypatch.delenv("PGPASSWORD", raising=False)
     # a wrong password: refused at once (one attempt: only the schema race is retried), and the

@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 from rich.console import Console
 
+from kdseg.report.pareto import plot_pareto
+from kdseg.sweep.leaderboard_table import render_leaderboard
 from kdseg.sweep.ranking import (
     LEADERBOARD_COLUMNS,
     best_row,
@@ -15,9 +17,7 @@ from kdseg.sweep.ranking import (
     iou_per_mparam,
     leaderboard_columns,
     pareto_mask,
-    plot_pareto,
     read_leaderboard_csv,
-    render_leaderboard,
     why_no_winner,
     write_leaderboard_csv,
 )

@@ -88,9 +88,10 @@ def test_fit_pauses_running_trials_and_names_a_full_disk(tmp_path):
 
     import optuna
 
+    from kdseg.sweep.optuna_storage import open_storage
     from kdseg.sweep.plan import SweepPlan
     from kdseg.sweep.recovery import _fit
-    from kdseg.sweep.study import close_running, open_storage, reopen_paused
+    from kdseg.sweep.trial_records import close_running, reopen_paused
 
     url = f"sqlite:///{tmp_path / 'optuna.db'}"
     study = optuna.create_study(study_name="s1", storage=url)
@@ -258,13 +259,26 @@ def test_passwords_stay_in_memory(url):
 
 def test_the_storage_pickles_without_its_password(tmp_path):
     from kdseg.sweep.dburl import strip_password
-    from kdseg.sweep.study import SecretFreeRDBStorage
+    from kdseg.sweep.optuna_storage import SecretFreeRDBStorage
 
     url = f"sqlite:///{tmp_path / 'x.db'}"
     storage = SecretFreeRDBStorage(strip_password(url))
     storage.url = "postgresql://u@h/db"  # what a PostgreSQL storage holds once its password is stripped
     state = storage.__getstate__()
     assert "password" not in pickle.dumps(state).decode("latin-1")
+
+
+def test_a_storage_pickled_by_an_earlier_kdseg_still_loads(tmp_path):
+    """Sweeps started before kdseg.sweep.optuna_storage existed pickled their storage as
+    kdseg.sweep.study.SecretFreeRDBStorage; `kdseg resume` must still unpickle it."""
+    from kdseg.sweep.optuna_storage import SecretFreeRDBStorage
+
+    storage = SecretFreeRDBStorage(f"sqlite:///{tmp_path / 'x.db'}")
+    # protocol 0 names classes as text lines, so the module name can be swapped in place
+    old = pickle.dumps(storage, protocol=0).replace(b"kdseg.sweep.optuna_storage", b"kdseg.sweep.study")
+    assert b"kdseg.sweep.study" in old
+    again = pickle.loads(old)
+    assert isinstance(again, SecretFreeRDBStorage) and again.url == storage.url
 
 
 def test_a_new_study_is_created_atomically(tmp_path):
@@ -275,7 +289,7 @@ def test_a_new_study_is_created_atomically(tmp_path):
     import optuna
 
     from kdseg.errors import ConfigError
-    from kdseg.sweep.study import create_new_study, open_storage
+    from kdseg.sweep.optuna_storage import create_new_study, open_storage
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"
     open_storage(url)  # the schema first: this test is about the study, not Optuna's tables
@@ -311,7 +325,7 @@ def test_the_loser_of_a_study_race_is_refused_and_writes_nothing(tmp_path):
     from kdseg.data import write_synth
     from kdseg.errors import ConfigError
     from kdseg.sweep.driver import plan_sweep, run_sweep
-    from kdseg.sweep.study import create_new_study
+    from kdseg.sweep.optuna_storage import create_new_study
     from tests.sweeps import write_space
 
     url = f"sqlite:///{tmp_path / 'shared.db'}"

@@ -205,9 +205,9 @@ def hand_sweep(tmp_path: Path, synth_dir: Path, extra: int = 0, hard_loss: bool 
 
     ``extra`` more completed KD trials with other alpha/T; ``hard_loss`` logs ``train_loss_hard`` too.
     """
-    from kdseg.config import dump_yaml
     from kdseg.sweep.ranking import build_leaderboard, write_leaderboard_csv
     from kdseg.sweep.space import load_space, spec_to_dict
+    from kdseg.yaml_io import dump_yaml
 
     alpha = {"distill.alpha": {"uniform": [0.2, 0.8]}}
     spec = load_space(write_space(tmp_path, synth_dir, extra_space=alpha, num_samples=4, max_t=3))

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from kdseg.config import dump_yaml, load_config
+from kdseg.config import load_config
 from kdseg.errors import ConfigError
 from kdseg.sweep.space import (
     LogUniform,
@@ -28,6 +28,7 @@ from kdseg.sweep.space import (
     to_tune_space,
     trial_config,
 )
+from kdseg.yaml_io import dump_yaml
 
 REPO = Path(__file__).resolve().parents[1]
 

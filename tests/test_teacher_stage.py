@@ -17,7 +17,8 @@ import yaml
 from kdseg.config import validate_config
 from kdseg.errors import CheckpointError, ConfigError
 from kdseg.sweep.space import load_space, trial_config
-from kdseg.sweep.teacher_stage import fill_teacher, plan_teachers, teacher_config, teacher_hash, train_teacher
+from kdseg.sweep.teacher_plan import plan_teachers, teacher_config, teacher_hash
+from kdseg.sweep.teacher_stage import fill_teacher, train_teacher
 from tests.conftest import REPO, tiny_config
 
 

@@ -13,7 +13,8 @@ from kdseg.layout import (
 
 if TYPE_CHECKING:  # pragma: no cover
     pass
-from kdseg.deploy.model_export import FORMATS, ExportError, export_student
+from kdseg.deploy.model_export import FORMATS, ExportError
+from kdseg.deploy.student_export import export_student
 
 # --------------------------------------------------------------------------------------- command
 

@@ -46,7 +46,7 @@ def cmd_resume(args: argparse.Namespace) -> int:
 def _print_sweep_result(result, console=None) -> int:
     from rich.console import Console
 
-    from kdseg.sweep.ranking import render_leaderboard
+    from kdseg.sweep.leaderboard_table import render_leaderboard
 
     if console is None:
         console = Console()

@@ -82,8 +82,8 @@ def plan_job(
     submission_id: str | None = None,
 ) -> JobPlan:
     """Validate a space file locally and build the Ray job that runs it (nothing is sent)."""
-    from kdseg.config import read_yaml
     from kdseg.sweep.space import check_sweep_name, load_space
+    from kdseg.yaml_io import read_yaml
 
     space_path = Path(space).expanduser()
     if not space_path.is_file():
@@ -142,8 +142,8 @@ def _without_password(
     file whose ``storage:`` holds one is left out and shipped as a copy without it (written beside it,
     removed when this process exits). The job's nodes give the password (PGPASSWORD, ~/.pgpass).
     """
-    from kdseg.config import dump_yaml, read_yaml
     from kdseg.sweep.dburl import has_password, strip_password
+    from kdseg.yaml_io import dump_yaml, read_yaml
 
     items = [
         f"storage={strip_password(i.partition('=')[2])}" if i.startswith("storage=") else i for i in overrides
@@ -162,7 +162,7 @@ def _without_password(
 
 def _relative_path_notes(space: Path, base: Path | None, overrides: Sequence[str]) -> list[str]:
     """Relative paths resolve on the cluster inside the job's (temporary) copy of the project."""
-    from kdseg.config import read_yaml
+    from kdseg.yaml_io import read_yaml
 
     notes = []
     raw_storage = read_yaml(space).get("storage")

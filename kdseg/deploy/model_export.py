@@ -1,19 +1,14 @@
-"""Deployable students: a sweep's best student exported to ONNX or TorchScript, with its weights.
+"""Deployable models: any ``nn.Module`` exported to ONNX or TorchScript, then checked against PyTorch.
 
-- :func:`export_model`: any ``nn.Module`` -> an ONNX file (``torch.onnx.export``; dynamic batch, height
-  and width axes) or a TorchScript file (``torch.jit.trace`` + ``torch.jit.save``), written atomically
-  and then *checked*: PyTorch and the exported model (onnxruntime's CPUExecutionProvider, or
-  ``torch.jit.load``) run on the same random input (batch 2, so the dynamic batch axis is exercised)
-  and the largest absolute difference of their logits must be <= ``atol`` (1e-4). ONNX is checked a
-  second time at another size (:func:`second_size`, 128x128 unless that is the export size); if the
-  model does not give PyTorch's answer there (its graph fixed the size), it is exported again with
-  height and width fixed, and a note says why. A failed check removes the file and raises
-  :class:`ExportError`.
-- :func:`export_student`: picks the sweep's best trial (:func:`kdseg.export.pick_trial`), builds its
-  student from the trial's ``run/config.yaml`` (no pretrained download: the trained weights replace
-  them), loads ``run/student.pt`` (``weights_only=True``) and calls :func:`export_model`.
-- :func:`add_export_format_args` / :func:`run_export_format`: ``kdseg export SWEEP_DIR --format
-  onnx|torchscript -o FILE``.
+:func:`export_model` writes an ONNX file (``torch.onnx.export``; dynamic batch, height and width
+axes) or a TorchScript file (``torch.jit.trace`` + ``torch.jit.save``), atomically, and then *checks*
+it: PyTorch and the exported model (onnxruntime's CPUExecutionProvider, or ``torch.jit.load``) run on
+the same random input (batch 2, so the dynamic batch axis is exercised) and the largest absolute
+difference of their logits must be <= ``atol`` (1e-4). ONNX is checked a second time at another size
+(:func:`second_size`, 128x128 unless that is the export size); if the model does not give PyTorch's
+answer there (its graph fixed the size), it is exported again with height and width fixed, and a note
+says why. A failed check removes the file and raises :class:`ExportError`. A sweep's best student:
+:func:`kdseg.deploy.student_export.export_student` (``kdseg export SWEEP_DIR --format``).
 
 ONNX uses torch's dynamo exporter (``torch.export`` + onnxscript, torch's default and maintained
 path) and falls back to the TorchScript-based exporter when onnxscript is not installed or the
@@ -35,13 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from kdseg.errors import KdsegError
-from kdseg.layout import (
-    BEST_STUDENT_SUFFIX,
-    CONFIG_FILE,
-    STUDENT_CHECKPOINT,
-    best_student_file,
-    trial_run_dir,
-)
+from kdseg.layout import BEST_STUDENT_SUFFIX
 
 if TYPE_CHECKING:  # pragma: no cover
     from torch import nn
@@ -51,15 +40,12 @@ __all__ = [
     "FORMATS",
     "ExportError",
     "export_model",
-    "export_student",
 ]
 
 FORMATS = ("onnx", "torchscript")
 ATOL = 1e-4
 CHECK_BATCH = 2
 METADATA_FILE = "kdseg.json"  # TorchScript extra file holding the metadata
-_IMAGENET_MEAN = (0.485, 0.456, 0.406)
-_IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 class ExportError(KdsegError):
@@ -92,15 +78,6 @@ def _has(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
-
-
-def _kdseg_version() -> str:
-    try:
-        from importlib.metadata import version
-
-        return version("kdseg")
-    except Exception:  # pragma: no cover - not installed (running from a source tree)
-        return "unknown"
 
 
 # --------------------------------------------------------------------------------------- export
@@ -371,86 +348,3 @@ def _other_size_problem(path: Path, x: Any, ref: Any, atol: float) -> str | None
         return f"returns shape {list(got.shape)} at {size}, PyTorch {list(ref.shape)}"
     diff = float(np.max(np.abs(got.astype(np.float64) - ref.astype(np.float64))))
     return None if diff <= atol else f"differs from PyTorch at {size} (max |diff| {diff:.3g} > {atol:g})"
-
-
-# ---------------------------------------------------------------------------------------- sweeps
-
-
-def _describe(m: Any) -> str:
-    if m.arch == "lightweight_unet":
-        return f"lightweight_unet(width={m.width:g})"
-    return m.arch if m.arch == "fcn_resnet50" else f"{m.arch}/{m.encoder}"
-
-
-def export_student(
-    sweep_dir: str | os.PathLike,
-    fmt: str,
-    out: str | os.PathLike | None = None,
-    rank_by: str | None = None,
-    size: tuple[int, int] | None = None,
-    opset: int | None = None,
-) -> dict[str, Any]:
-    """Export the best (or best-by-``rank_by``) trial's trained student and check it.
-
-    ``size`` defaults to the trial's ``data.image_size``; ``out`` to :func:`kdseg.layout.best_student_file`. Returns
-    :func:`export_model`'s figures plus ``trial_id``, ``student``, ``params``, ``val_miou``, ``config``
-    and ``checkpoint``.
-    """
-    from kdseg.config import load_config
-    from kdseg.deploy.best_config import pick_trial
-    from kdseg.errors import CheckpointError
-    from kdseg.models import build_model, count_params, load_model_checkpoint
-    from kdseg.models.registry import own_archs
-
-    if fmt not in FORMATS:
-        raise ExportError(f"--format: unknown format {fmt!r}; use {' or '.join(FORMATS)}")
-    sweep_dir = Path(sweep_dir)
-    if not sweep_dir.is_dir():
-        raise KdsegError(f"{sweep_dir}: no such sweep folder")
-    out = Path(out) if out else best_student_file(sweep_dir, fmt)
-    if out.suffix.lower() in (".yaml", ".yml"):
-        raise ExportError(f"-o {out}: with --format {fmt} the output is a model file, not a YAML config")
-    row = pick_trial(sweep_dir, rank_by)
-    run_dir = trial_run_dir(sweep_dir, str(row["trial_id"]))
-    cfg_file, ckpt = run_dir / CONFIG_FILE, run_dir / STUDENT_CHECKPOINT
-    if not cfg_file.exists():
-        raise KdsegError(f"{cfg_file}: the trial's config is missing (was the sweep folder moved or pruned?)")
-    if not ckpt.exists():
-        raise CheckpointError(
-            f"{ckpt}: the trial's trained student is missing (the trial saved no checkpoint, or the "
-            "sweep folder was pruned); try another trial with --rank-by"
-        )
-    cfg = load_config(cfg_file)
-    # The trained weights replace everything: never download pretrained ones, never read the
-    # original checkpoint (it may have moved with the sweep).
-    scfg = cfg.student.model_copy(update={"weights": None, "checkpoint": None})
-    model = build_model(scfg, cfg.data.num_classes, role="student")
-    load_model_checkpoint(model, ckpt, role="student")
-    size = tuple(size) if size else tuple(cfg.data.image_size)
-    norm = cfg.data.augment.normalize
-    metadata = {
-        "kdseg_version": _kdseg_version(),
-        "sweep": sweep_dir.name,
-        "trial_id": str(row["trial_id"]),
-        "arch": scfg.arch,
-        **({"width": scfg.width} if scfg.arch == "lightweight_unet" else {}),
-        **({} if scfg.arch in own_archs() else {"encoder": scfg.encoder}),
-        "num_classes": cfg.data.num_classes,
-        "input_size": list(size),
-        "input": "float32 RGB NCHW, pixel/255 then (x - mean) / std"
-        if norm == "imagenet"
-        else "float32 RGB NCHW, pixel/255",
-        "mean": list(_IMAGENET_MEAN) if norm == "imagenet" else [0.0, 0.0, 0.0],
-        "std": list(_IMAGENET_STD) if norm == "imagenet" else [1.0, 1.0, 1.0],
-        "val_miou": row.get("val_miou"),
-    }
-    result = export_model(model, fmt, out, size, opset=opset, metadata=metadata)
-    result.update(
-        trial_id=str(row["trial_id"]),
-        student=_describe(scfg),
-        params=count_params(model),
-        val_miou=row.get("val_miou"),
-        config=str(cfg_file),
-        checkpoint=str(ckpt),
-    )
-    return result

@@ -5,7 +5,7 @@ PNG data URIs, plain HTML and CSS, no external asset) holding
 
 1. the summary (best student, its teacher, the no-KD baseline) and the leaderboard;
 2. the Pareto front: val mIoU against student parameters (log x), front highlighted, no-KD
-   baselines marked (:func:`kdseg.ranking.plot_pareto`);
+   baselines marked (:func:`kdseg.report.pareto.plot_pareto`);
 3. learning curves of every trial (student val mIoU and training loss per epoch), ASHA's rungs
    drawn and every trial ASHA stopped ending in a cross;
 4. the effect of each searched key on val mIoU (one panel per key of the search space);

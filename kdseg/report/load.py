@@ -91,11 +91,11 @@ class SweepData:
 
 def load_sweep(sweep_dir: str | Path) -> SweepData:
     """Read a finished sweep folder; a KdsegError says what is missing."""
-    from kdseg.config import read_yaml
     from kdseg.errors import ConfigError
     from kdseg.sweep.ranking import read_leaderboard_csv
     from kdseg.sweep.space import load_resolved
     from kdseg.tracking.images import read_classes
+    from kdseg.yaml_io import read_yaml
 
     sweep_dir = Path(sweep_dir).resolve()
     if not sweep_dir.is_dir():
@@ -171,7 +171,7 @@ def trial_value(domain, key: str, config: Mapping[str, Any], params: Mapping[str
 
     From the trial's Tune parameters when known, else read back from its resolved config.
     """
-    from kdseg.config import get_dotted  # lazy: keeps pydantic out of `kdseg --help`
+    from kdseg.overrides import get_dotted
 
     if params and key in params:
         try:

@@ -40,7 +40,7 @@ def _png(fig) -> bytes:
 def pareto_png(sd: SweepData) -> bytes:
     import tempfile
 
-    from kdseg.sweep.ranking import plot_pareto
+    from kdseg.report.pareto import plot_pareto
 
     with tempfile.TemporaryDirectory(prefix="kdseg-report-") as tmp:
         path = plot_pareto(sd.rows, Path(tmp) / "pareto.png", title=f"{sd.name}: val mIoU vs. student size")

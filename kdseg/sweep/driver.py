@@ -28,7 +28,6 @@ import shutil
 import time
 from pathlib import Path
 
-from kdseg.config import dump_yaml
 from kdseg.errors import ConfigError, KdsegError
 from kdseg.layout import SPEC_FILE, TUNE_DIR
 from kdseg.sweep.claim import claim_sweep
@@ -36,6 +35,7 @@ from kdseg.sweep.finalize import finalize
 from kdseg.sweep.plan import SweepPlan, SweepResult, _load_data, plan_sweep
 from kdseg.sweep.recovery import _fit, _storage_errors, _teacher_stage, set_aside_broken_state
 from kdseg.sweep.tuner import _init_ray, _tuner, objective_metrics
+from kdseg.yaml_io import dump_yaml
 
 __all__ = ["SweepPlan", "SweepResult", "plan_sweep", "resume_sweep", "run_sweep"]
 
@@ -82,7 +82,7 @@ def _create_study(plan: SweepPlan) -> None:
     """The sweep's Optuna study, created atomically (plan_sweep's check cannot stop a driver that races it)."""
     import optuna
 
-    from kdseg.sweep.study import create_new_study
+    from kdseg.sweep.optuna_storage import create_new_study
 
     optuna.logging.set_verbosity(optuna.logging.INFO if plan.verbose else optuna.logging.WARNING)
     try:
@@ -92,7 +92,7 @@ def _create_study(plan: SweepPlan) -> None:
 
 
 def _delete_study(plan: SweepPlan) -> None:
-    from kdseg.sweep.study import delete_study
+    from kdseg.sweep.optuna_storage import delete_study
 
     try:
         delete_study(plan.storage_url, plan.name)
@@ -114,8 +114,9 @@ def resume_sweep(
     from ray import tune
 
     from kdseg.sweep.dburl import redact, remember, same_database
+    from kdseg.sweep.optuna_storage import open_storage
     from kdseg.sweep.space import load_resolved
-    from kdseg.sweep.study import open_storage, reopen_paused
+    from kdseg.sweep.trial_records import reopen_paused
 
     sweep_dir = Path(sweep_dir).resolve()
     spec_file = sweep_dir / SPEC_FILE

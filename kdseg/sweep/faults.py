@@ -24,8 +24,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdseg.config import get_dotted
 from kdseg.layout import FAULTS_DIR, FULL_CHECKPOINT, TUNE_DIR
+from kdseg.overrides import get_dotted
 from kdseg.sweep.space import FaultRule
 
 

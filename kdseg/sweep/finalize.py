@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.errors import KdsegError
-from kdseg.layout import LEADERBOARD, TUNE_DIR, read_metrics, trial_run_dir
+from kdseg.layout import LEADERBOARD, ORPHANED_DIR, TRIAL_RUN_DIR, TUNE_DIR, read_metrics, trial_run_dir
 from kdseg.sweep.plan import SweepPlan, SweepResult
 from kdseg.sweep.tuner import objective_metrics
 
@@ -17,7 +17,7 @@ def collect_rows(plan: SweepPlan, results) -> list[dict[str, Any]]:
     """One leaderboard row per Ray trial."""
     from kdseg.sweep.selection import CONTROL_KEY
     from kdseg.sweep.space import describe_trial, trial_config, trial_label
-    from kdseg.sweep.study import trial_status
+    from kdseg.sweep.trial_records import trial_status
 
     max_t = plan.spec.sweep.asha.max_t
     rows = []
@@ -65,12 +65,12 @@ def _set_aside_orphans(sweep_dir: Path, trial_ids: set[str]) -> None:
 
     A driver killed after starting a trial but before Tune saved its experiment state leaves a
     folder behind; the resumed sweep reruns that trial (its Optuna trial is adopted) under a new id.
-    The stale folder goes to ``orphaned/`` so that every folder in ``tune/`` is one leaderboard row.
+    The stale folder goes to ``orphaned/`` (``ORPHANED_DIR``) so that every folder in ``tune/`` is one leaderboard row.
     """
     tune_dir = sweep_dir / TUNE_DIR
     for folder in sorted(p for p in tune_dir.iterdir() if p.is_dir()):
-        if folder.name not in trial_ids and (folder / "run").is_dir():
-            dest = sweep_dir / "orphaned" / folder.name
+        if folder.name not in trial_ids and (folder / TRIAL_RUN_DIR).is_dir():
+            dest = sweep_dir / ORPHANED_DIR / folder.name
             dest.parent.mkdir(exist_ok=True)
             shutil.move(str(folder), str(dest))
 
@@ -79,9 +79,10 @@ def finalize(plan: SweepPlan, results, started: float) -> SweepResult:
     """Write leaderboard.csv and best_config.yaml; close any Optuna trial still RUNNING."""
     from kdseg.deploy.best_config import export_config
     from kdseg.sweep.final_eval import run_final_eval
+    from kdseg.sweep.optuna_storage import open_storage
     from kdseg.sweep.ranking import best_row, build_leaderboard, write_leaderboard_csv
     from kdseg.sweep.selection import settle_controls
-    from kdseg.sweep.study import close_running, open_storage, record_controls
+    from kdseg.sweep.trial_records import close_running, record_controls
 
     rows = collect_rows(plan, results)
     _set_aside_orphans(plan.sweep_dir, {r["trial_id"] for r in rows})

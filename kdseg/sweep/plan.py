@@ -49,10 +49,10 @@ def plan_sweep(
 ) -> SweepPlan:
     """Load and validate a search space; refuse to overwrite an existing sweep."""
     from kdseg.sweep.final_eval import check_final_eval
+    from kdseg.sweep.optuna_storage import check_new_study, storage_url
     from kdseg.sweep.shared_path import check_sweep_root
     from kdseg.sweep.space import load_space
-    from kdseg.sweep.study import check_new_study, storage_url
-    from kdseg.sweep.teacher_stage import plan_teachers
+    from kdseg.sweep.teacher_plan import plan_teachers
 
     check_sweep_root(out_root)  # a path (shared on a cluster), not a URI
     spec = load_space(space_path, overrides)

@@ -20,7 +20,7 @@ from kdseg.sweep.plan import SweepPlan
 
 def _teacher_stage(plan: SweepPlan, data) -> None:
     """``teacher.checkpoint: train``: each distinct teacher trained once, before any trial (kdseg.sweep.teacher_stage)."""
-    from kdseg.sweep.study import open_storage, study_exists
+    from kdseg.sweep.optuna_storage import open_storage, study_exists
     from kdseg.sweep.teacher_stage import run_teacher_stage
 
     def close(why: str) -> None:  # the study is created when the trials start
@@ -45,8 +45,9 @@ def _fit(plan: SweepPlan, tuner):
 
 
 def _close_running_quietly(plan: SweepPlan, reason: str) -> None:
-    """Pause the study's RUNNING trials (:func:`kdseg.sweep.study.pause_running`) for a resume."""
-    from kdseg.sweep.study import open_storage, pause_running
+    """Pause the study's RUNNING trials (:func:`kdseg.sweep.trial_records.pause_running`) for a resume."""
+    from kdseg.sweep.optuna_storage import open_storage
+    from kdseg.sweep.trial_records import pause_running
 
     try:
         n = pause_running(open_storage(plan.storage_url), plan.name, reason)

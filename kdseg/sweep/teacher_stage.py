@@ -2,128 +2,47 @@
 
 ``teacher.checkpoint: train`` (with ``distill.mode: offline``) asks the sweep to train the teacher
 itself. Before any trial starts, the driver works out every distinct teacher the trials can get
-(:func:`plan_teachers`), trains each one once as a Ray task with the trial's resources, through the
-same :func:`kdseg.train.train_kd` every trial runs (``distill.mode: none``, the teacher as the
-student: one training function), and every offline trial then distils from that frozen teacher
-(:func:`fill_teacher` puts its ``student.pt`` in the trial's ``teacher.checkpoint``).
+(:func:`kdseg.sweep.teacher_plan.plan_teachers`, which also says what shapes a teacher and names its
+folder), trains each one once as a Ray task with the trial's resources, through the same
+:func:`kdseg.train.train_kd` every trial runs (``distill.mode: none``, the teacher as the student: one
+training function), and every offline trial then distils from that frozen teacher (:func:`fill_teacher`
+puts its ``student.pt`` in the trial's ``teacher.checkpoint``).
 
-What shapes a teacher, and so names its folder ``SWEEP/teachers/<hash>/`` (:func:`teacher_hash`):
-the teacher's model keys (``arch``, ``encoder``, ``weights``, ``width``), the whole ``data``
-section, the teacher's training keys (``train.teacher_lr``, or ``train.lr`` while it is unset;
-``TEACHER_TRAIN_KEYS``; ``teacher.train_epochs``, default the students' epochs) and ``train.seed``.
-The student's keys and every ``distill`` key do not. The folder holds ``config.yaml``,
+A teacher's folder ``SWEEP/teachers/<hash>/`` (:func:`kdseg.layout.teacher_dir`) holds ``config.yaml``,
 ``metrics.jsonl``, ``student.pt`` (the teacher's weights) and, once it has finished,
 ``teacher.json`` (its summary, the mark that it is done). A finished teacher is never trained again
 (``kdseg resume`` reuses it); an interrupted one continues from its last ``checkpoint.pt``.
-
-Keys that shape the teacher may only be fixed or searched with ``choice``/``grid`` (the stage runs
-before the first trial, so it must know every teacher in advance); a ``uniform`` teacher key is
-refused before anything starts. A teacher that fails stops the sweep before any student starts
-(:class:`TeacherStageError`, exit status 1).
+A teacher that fails stops the sweep before any student starts (:class:`TeacherStageError`, exit status 1).
 """
 
 from __future__ import annotations
 
-import hashlib
-import itertools
 import json
 import sys
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from kdseg.config import TRAIN_TEACHER, KDConfig, config_to_dict, validate_config
-from kdseg.errors import CheckpointError, ConfigError, KdsegError
-
-TEACHERS_DIR = "teachers"
-SUMMARY_FILE = "teacher.json"
-# train.* keys the teacher's training uses besides its epochs and learning rate
-TEACHER_TRAIN_KEYS = (
-    "batch_size",
-    "optimizer",
-    "weight_decay",
-    "scheduler",
-    "amp",
-    "device",
-    "seed",
-    "grad_clip",
-    "max_steps_per_epoch",
-    "metric",
-    "channels_last",
+from kdseg.errors import CheckpointError, KdsegError
+from kdseg.layout import (
+    CONFIG_FILE,
+    FULL_CHECKPOINT,
+    METRICS_FILE,
+    STUDENT_CHECKPOINT,
+    TEACHER_SUMMARY,
+    TEACHERS_DIR,
+    read_metrics,
+    teacher_dir,
 )
-# model keys of the teacher that shape it (checkpoint is what the stage produces; frozen is implied)
-_MODEL_KEYS = ("arch", "encoder", "weights", "width")
-_MAX_COMBINATIONS = 1000
+from kdseg.sweep.teacher_plan import Teacher, plan_teachers, teacher_hash
 
 
 class TeacherStageError(KdsegError):
     """A teacher of the teacher stage failed; no student was started."""
 
     exit_code = 1  # not bad input: the teacher's own error says what went wrong
-
-
-@dataclass
-class Teacher:
-    hash: str
-    config: KDConfig  # the teacher's own training config (distill.mode none, the teacher as student)
-
-    @property
-    def label(self) -> str:
-        from kdseg.sweep.space.controls import describe_model as _describe_model
-
-        return _describe_model(self.config.student)
-
-
-def needs_stage(cfg: KDConfig) -> bool:
-    """Whether ``cfg`` (a trial config before :func:`fill_teacher`) distils from a stage-trained teacher."""
-    return cfg.teacher.checkpoint == TRAIN_TEACHER and cfg.distill.mode == "offline"
-
-
-def teacher_config(cfg: KDConfig) -> KDConfig:
-    """The training config of ``cfg``'s teacher: ``distill.mode: none``, the teacher as the student."""
-    doc = config_to_dict(cfg)
-    t, tr = doc["teacher"], doc["train"]
-    model = {k: t[k] for k in _MODEL_KEYS}
-    train = {k: tr[k] for k in TEACHER_TRAIN_KEYS}
-    train.update(
-        epochs=cfg.teacher.train_epochs or cfg.train.epochs,
-        lr=tr["teacher_lr"] or tr["lr"],
-        num_workers=tr["num_workers"],
-        checkpoint_every=1,
-    )
-    out = {
-        "data": doc["data"],
-        "teacher": model,
-        "student": model,
-        "distill": {"mode": "none"},
-        "train": train,
-        "tracking": {"wandb": {"mode": "disabled"}},
-    }
-    out["name"] = f"teacher-{_digest(out)}"
-    return validate_config(out, source="teacher stage")
-
-
-def _digest(teacher_doc: dict[str, Any]) -> str:
-    shaping = {
-        "v": 1,
-        "data": teacher_doc["data"],
-        "model": teacher_doc["student"],
-        "train": {
-            k: v for k, v in teacher_doc["train"].items() if k not in ("num_workers", "checkpoint_every")
-        },
-    }
-    return hashlib.sha256(json.dumps(shaping, sort_keys=True, default=str).encode()).hexdigest()[:12]
-
-
-def teacher_hash(cfg: KDConfig) -> str:
-    """The name of ``cfg``'s teacher folder: a hash of everything that shapes the teacher."""
-    return teacher_config(cfg).name.removeprefix("teacher-")
-
-
-def teacher_dir(sweep_dir: str | Path, digest: str) -> Path:
-    return Path(sweep_dir) / TEACHERS_DIR / digest
 
 
 def fill_teacher(cfg: KDConfig, sweep_dir: str | Path) -> KDConfig:
@@ -146,91 +65,8 @@ def fill_teacher(cfg: KDConfig, sweep_dir: str | Path) -> KDConfig:
             "keys that shape the teacher must be fixed or choice/grid in the space"
         )
     cfg.teacher.train_epochs = None
-    cfg.teacher.checkpoint = folder / "student.pt"
+    cfg.teacher.checkpoint = folder / STUDENT_CHECKPOINT
     return cfg
-
-
-# ------------------------------------------------------------------------------------- planning
-
-
-def _uses_stage(spec) -> bool:
-    if spec.base_config.teacher.checkpoint == TRAIN_TEACHER:
-        return True
-    for key, d in spec.space.items():
-        if not d.categorical:
-            continue
-        values = [v.get("teacher.checkpoint") for v in d.values] if d.group else d.values
-        if (d.group or key == "teacher.checkpoint") and TRAIN_TEACHER in [str(v) for v in values]:
-            return True
-    return False
-
-
-def _shaping_keys(spec) -> Callable[[str], bool]:
-    from kdseg.sweep.space import searched_keys
-
-    searched = searched_keys(spec)
-    lr_shapes = spec.base_config.train.teacher_lr is None or "train.teacher_lr" in searched
-
-    def shapes(key: str) -> bool:
-        if key.startswith(("teacher.", "data.")) or key == "distill.mode":
-            return True
-        if key.startswith("train."):
-            name = key.removeprefix("train.")
-            return name in TEACHER_TRAIN_KEYS or name == "teacher_lr" or (name == "lr" and lr_shapes)
-        return False
-
-    return shapes
-
-
-def plan_teachers(spec, source: str | None = None) -> list[Teacher]:
-    """Every distinct teacher the sweep's offline trials can get, in a stable order; [] without a stage.
-
-    Raises :class:`ConfigError` (naming ``source`` and the key) when a key that shapes the teacher is
-    searched over a numeric range: the stage could not know its teachers before the trials.
-    """
-    from kdseg.sweep.space import default_params, search_labels, trial_config
-
-    if not _uses_stage(spec):
-        return []
-    src = source or spec.source or "sweep"
-    shapes = _shaping_keys(spec)
-    entries: list[tuple[str, list[Any]]] = []
-    for key, d in spec.space.items():
-        keys = sorted({k for v in d.values for k in v}) if d.group else [key]
-        touched = [k for k in keys if shapes(k)]
-        if not touched:
-            continue
-        if not d.categorical:
-            hint = (
-                "; set train.teacher_lr in the base config (while it is unset, train.lr is the teacher's too)"
-                if key == "train.lr"
-                else ""
-            )
-            raise ConfigError(
-                f"{src}: space.{key}: {d.kind} over a key that shapes the teacher, with teacher.checkpoint: "
-                f"train: the teacher stage trains every distinct teacher once before the trials, so such keys "
-                f"must be fixed or searched with choice/grid{hint}"
-            )
-        if labels := search_labels(key, d):
-            entries.append((key, labels))
-    n = 1
-    for _, labels in entries:
-        n *= len(labels)
-    if n > _MAX_COMBINATIONS:
-        raise ConfigError(
-            f"{src}: space: {n} combinations of keys that shape the teacher ({', '.join(k for k, _ in entries)}); "
-            f"a teacher stage allows at most {_MAX_COMBINATIONS}"
-        )
-    defaults = default_params(spec)
-    found: dict[str, Teacher] = {}
-    for combo in itertools.product(*(labels for _, labels in entries)):
-        point = {**defaults, **{k: v for (k, _), v in zip(entries, combo, strict=True)}}
-        cfg = trial_config(spec, point)
-        if needs_stage(cfg):
-            t = teacher_config(cfg)
-            digest = t.name.removeprefix("teacher-")
-            found.setdefault(digest, Teacher(digest, t))
-    return list(found.values())
 
 
 # -------------------------------------------------------------------------------------- training
@@ -243,24 +79,10 @@ def _say(text: str) -> None:
 def read_summary(folder: Path) -> dict[str, Any] | None:
     """A finished teacher's ``teacher.json`` (None while it has not finished, or without its weights)."""
     try:
-        summary = json.loads((folder / SUMMARY_FILE).read_text())
+        summary = json.loads((folder / TEACHER_SUMMARY).read_text())
     except (OSError, ValueError):
         return None
-    return summary if isinstance(summary, dict) and (folder / "student.pt").is_file() else None
-
-
-def _read_epochs(folder: Path) -> list[dict[str, Any]]:
-    out = []
-    try:
-        lines = (folder / "metrics.jsonl").read_text().splitlines()
-    except OSError:
-        return []
-    for line in lines:
-        try:
-            out.append(json.loads(line))
-        except ValueError:
-            continue  # being written
-    return out
+    return summary if isinstance(summary, dict) and (folder / STUDENT_CHECKPOINT).is_file() else None
 
 
 def train_teacher(config: dict[str, Any], data, folder: str, report=None) -> dict[str, Any]:
@@ -270,11 +92,10 @@ def train_teacher(config: dict[str, Any], data, folder: str, report=None) -> dic
     ``report(metrics, checkpoint_dir)`` is :func:`kdseg.train.train_kd`'s per-epoch callback.
     """
     from kdseg.fileio import atomic_write
-    from kdseg.layout import FULL_CHECKPOINT, METRICS_FILE
     from kdseg.train import train_kd
 
     run_dir = Path(folder)
-    cfg = validate_config(config, source=str(run_dir / "config.yaml"))
+    cfg = validate_config(config, source=str(run_dir / CONFIG_FILE))
     started = time.perf_counter()
     resume = run_dir / FULL_CHECKPOINT if (run_dir / FULL_CHECKPOINT).is_file() else None
     try:
@@ -284,7 +105,7 @@ def train_teacher(config: dict[str, Any], data, folder: str, report=None) -> dic
             raise
         (run_dir / METRICS_FILE).unlink(missing_ok=True)  # a damaged checkpoint: start again
         last = train_kd(cfg, data, report, run_dir=run_dir, keep_last_checkpoint=False)
-    epochs = _read_epochs(run_dir)
+    epochs = read_metrics(run_dir)
     last = epochs[-1] if epochs else last
     summary = {
         "hash": cfg.name.removeprefix("teacher-"),
@@ -294,11 +115,11 @@ def train_teacher(config: dict[str, Any], data, folder: str, report=None) -> dic
         "val_miou_dataset": last.get("val_miou_dataset"),
         "val_miou_per_image": last.get("val_miou_per_image"),
         "params": last.get("student_params"),
-        "checkpoint": str(run_dir / "student.pt"),
+        "checkpoint": str(run_dir / STUDENT_CHECKPOINT),
         "train_time_s": round(time.perf_counter() - started, 1),
     }
     (run_dir / FULL_CHECKPOINT).unlink(missing_ok=True)  # finished: only student.pt is needed
-    with atomic_write(run_dir / SUMMARY_FILE, "w") as f:
+    with atomic_write(run_dir / TEACHER_SUMMARY, "w") as f:
         json.dump(summary, f, indent=2)
     return summary
 
@@ -345,7 +166,7 @@ def run_teacher_stage(
             f"teacher stage: training {len(todo)} teacher(s) once, before the trials: "
             + "; ".join(
                 f"{t.hash} ({t.label}, {t.config.train.epochs} epochs)"
-                + (" continuing" if (teacher_dir(sweep_dir, t.hash) / "checkpoint.pt").is_file() else "")
+                + (" continuing" if (teacher_dir(sweep_dir, t.hash) / FULL_CHECKPOINT).is_file() else "")
                 for t in todo
             )
             + f" -> {sweep_dir / TEACHERS_DIR}"
@@ -355,14 +176,14 @@ def run_teacher_stage(
             task.remote(config_to_dict(t.config), data_ref, str(teacher_dir(sweep_dir, t.hash))): t
             for t in todo
         }
-        shown = {t.hash: len(_read_epochs(teacher_dir(sweep_dir, t.hash))) for t in todo}
+        shown = {t.hash: len(read_metrics(teacher_dir(sweep_dir, t.hash))) for t in todo}
         started = time.perf_counter()
         pending = list(refs)
         try:
             while pending:
                 ready, pending = ray.wait(pending, num_returns=1, timeout=1.0)
                 for t in todo:
-                    epochs = _read_epochs(teacher_dir(sweep_dir, t.hash))
+                    epochs = read_metrics(teacher_dir(sweep_dir, t.hash))
                     for m in epochs[shown[t.hash] :]:
                         _say(
                             f"teacher {t.hash}: epoch {m['epoch']}/{t.config.train.epochs}, val mIoU "

@@ -69,7 +69,7 @@ Epochs
     sweep.asha.max_t``. ``max_t`` defaults to the base config's ``train.epochs``.
 
 Overrides (``load_space(path, overrides)``, the command line's ``--set key.path=value``)
-    Values are parsed as YAML (``kdseg.config.parse_override``). A key whose first part is a top-level
+    Values are parsed as YAML (``kdseg.overrides.parse_override``). A key whose first part is a top-level
     key of the space file (``sweep.num_samples=4``, ``sweep.asha.max_t=2``, ``storage=journal:x.log``,
     ``name=try1``, ``base=other.yaml``) changes the space file; ``space.KEY=DOMAIN`` replaces or adds one
     search key (``space.distill.alpha={uniform: [0.1, 0.2]}``). A key whose first part is a section of

@@ -5,13 +5,9 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
-from kdseg.config import (
-    KDConfig,
-    config_to_dict,
-    set_dotted,
-    validate_config,
-)
+from kdseg.config import KDConfig, config_to_dict, validate_config
 from kdseg.errors import ConfigError
+from kdseg.overrides import set_dotted
 from kdseg.sweep.selection import CONTROL_KEY
 from kdseg.sweep.space.controls import controls, describe_model, search_labels
 from kdseg.sweep.space.domains import _short

@@ -12,13 +12,9 @@ from typing import Any
 
 from pydantic import BaseModel
 
-from kdseg.config import (
-    KDConfig,
-    config_to_dict,
-    set_dotted,
-    validate_config,
-)
+from kdseg.config import KDConfig, config_to_dict, validate_config
 from kdseg.errors import ConfigError
+from kdseg.overrides import set_dotted
 from kdseg.sweep.space.distributions import (
     CATEGORICAL_KINDS,
     DOMAIN_CLASSES,

@@ -10,18 +10,11 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from kdseg.config import (
-    apply_overrides,
-    config_to_dict,
-    format_validation_error,
-    model_names_checked_last,
-    parse_override,
-    read_yaml,
-    set_dotted,
-    validate_overridden,
-)
+from kdseg.config import config_to_dict, validate_overridden
 from kdseg.errors import ConfigError
 from kdseg.layout import SPEC_FILE
+from kdseg.models.smp_names import model_names_checked_last
+from kdseg.overrides import apply_overrides, parse_override, set_dotted
 from kdseg.sweep.space.controls import controls, initial_points
 from kdseg.sweep.space.decode import trial_config
 from kdseg.sweep.space.domains import _check_config_key, _check_overlaps, _parse_entry
@@ -33,6 +26,8 @@ from kdseg.sweep.space.schema import (
     _SpaceFile,
     check_sweep_name,
 )
+from kdseg.validation_errors import format_validation_error
+from kdseg.yaml_io import read_yaml
 
 # ----------------------------------------------------------------------------------------- loading
 

@@ -8,9 +8,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, StrictInt, field_validator, model_validator
 
-from kdseg.config import (
-    KDConfig,
-)
+from kdseg.config import KDConfig
 from kdseg.errors import ConfigError
 from kdseg.sweep.selection import COSTS, DEFAULT_QUALITY_FLOOR, check_objective
 from kdseg.sweep.space.distributions import Domain
