@@ -8,7 +8,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from kdseg.report.load import SweepData, Trial, _label_text, trial_value
-from kdseg.sweep.ranking import as_number
+from kdseg.sweep.selection import as_number
 
 STATUS_COLORS = {
     "completed": "tab:blue",

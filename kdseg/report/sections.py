@@ -12,7 +12,7 @@ from typing import Any
 from kdseg.report.assets import TABLE_JS
 from kdseg.report.load import SweepData, Trial
 from kdseg.report.plots import _trial_label
-from kdseg.sweep.ranking import as_number
+from kdseg.sweep.selection import as_number
 
 
 def _esc(x: Any) -> str:
