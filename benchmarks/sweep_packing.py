@@ -7,7 +7,8 @@ off (grace_period = max_t, so every trial runs all ``--epochs``). The ideal swee
 ``sum(time_total_s) / concurrency``, with ``time_total_s`` Tune's accumulated trial time from each
 trial's last result. Packing efficiency = ideal / actual, for the Tune span (first trial start to last
 trial end, from Tune's own trial records), for ``Tuner.fit`` and for ``run_sweep`` end to end
-(dataset decode + Ray start + Tune + leaderboard). The target is >= 0.85. kdseg's phases are timed by
+(dataset decode + Ray start + Tune + leaderboard). The targets (issue 18): ``Tuner.fit`` >= 0.90 and end
+to end >= 0.85. kdseg's phases are timed by
 wrapping ``kdseg.data.load_data``, ``kdseg.sweep.driver._init_ray``, ``kdseg.sweep.driver._tuner`` (and the
 returned tuner's ``fit``) and ``kdseg.sweep.driver.finalize`` in this process (nothing in kdseg is changed).
 Trial start/end times come from Tune's ``experiment_state-*.json`` (``run_metadata.start_time`` /
@@ -15,7 +16,7 @@ Trial start/end times come from Tune's ``experiment_state-*.json`` (``run_metada
 creation time (worker imports + ``Trainable.__init__``) is read from Ray's worker logs. The time a
 slot sits idle between two trials is reported next to the cold import time of a trial's modules.
 
-Which figure the 0.85 target applies to: ``Tuner.fit`` (efficiency_fit). It is the sweep as it runs
+Which figure the 0.90 target applies to: ``Tuner.fit`` (efficiency_fit). It is the sweep as it runs
 trials, first-trial latency (worker start, imports, model build) and the gaps between trials included;
 the fixed costs outside it (dataset decode, Ray start, leaderboard) do not grow with the sweep, so
 they are reported in seconds (and pushed down) rather than folded into a ratio that only says how
@@ -47,6 +48,8 @@ from typing import Any
 
 import yaml
 from _common import emit, machine_info, print_machine, table, work_dir
+
+FIT_TARGET, E2E_TARGET = 0.90, 0.85  # issue 18
 
 # ------------------------------------------------------------------------------ part 1: packing
 
@@ -452,7 +455,8 @@ def part_packing(args, work: Path) -> dict[str, Any]:
             ["Tuner.fit", fit_s, ideal / fit_s],
             ["run_sweep end to end", e2e, ideal / e2e],
         ],
-        f"Packing (target efficiency >= 0.85; concurrency used {c_eff}; times from {out['time_source']})",
+        f"Packing (targets: Tuner.fit >= {FIT_TARGET}, end to end >= {E2E_TARGET}; concurrency used {c_eff}; "
+        f"times from {out['time_source']})",
     )
     table(
         ["overhead", "seconds"],
@@ -507,9 +511,11 @@ def main() -> None:
         "efficiency_fit": pk["efficiency_fit"],
         "efficiency_tune_span": pk["efficiency_tune_span"],
         "efficiency_end_to_end": pk["efficiency_end_to_end"],
-        "target": 0.85,
+        "target": FIT_TARGET,
         "target_applies_to": "efficiency_fit",
-        "target_met": pk["efficiency_fit"] >= 0.85,
+        "target_met": pk["efficiency_fit"] >= FIT_TARGET,
+        "target_end_to_end": E2E_TARGET,
+        "target_end_to_end_met": pk["efficiency_end_to_end"] >= E2E_TARGET,
         "ray_init_s": ov["ray_init_s"],
         "fit_to_first_trial_start_s": ov["fit_to_first_trial_start_s"],
         "gap_between_trials_mean_s": ov["gap_between_trials_mean_s"],

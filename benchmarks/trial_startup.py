@@ -112,8 +112,33 @@ def trial_modules(config: dict[str, Any]) -> list[str]:
     return json.loads(lines[-1][len("MODULES ") :])
 
 
-def cold_import(names_file: Path) -> tuple[float, float, list[tuple[str, float]]]:
-    """(wall s of the process, import s inside it, [(top-level package, cumulative s)])."""
+def import_chains(stderr: str, names: tuple[str, ...]) -> dict[str, dict[str, Any]]:
+    """For each of ``names`` that was imported: its cumulative import s and the chain of modules that
+    imported it (outermost last), read from ``-X importtime``'s tree (a child is printed before its
+    parent, one level deeper). A module imported through ``importlib`` (Ray's lazy subpackages) starts a
+    tree of its own, and a library first imported as a submodule of its own has no row under its name."""
+    rows = []
+    for line in stderr.splitlines():
+        if not line.startswith("import time:") or "cumulative" in line:
+            continue
+        _, cumulative, name = line[len("import time:") :].split("|")
+        rows.append((len(name) - len(name.lstrip(" ")), name.strip(), int(cumulative) / 1e6))
+    out: dict[str, dict[str, Any]] = {}
+    for i, (depth, name, cumulative) in enumerate(rows):
+        if name not in names or name in out:
+            continue
+        chain = []
+        for d, parent, _ in rows[i + 1 :]:
+            if d < depth:
+                chain.append(parent)
+                depth = d
+        out[name] = {"s": cumulative, "imported_by": chain}
+    return out
+
+
+def cold_import(names_file: Path) -> tuple[float, float, list[tuple[str, float]], dict[str, Any]]:
+    """(wall s of the process, import s inside it, [(top-level package, cumulative s)], who imported
+    the optional libraries)."""
     t = time.perf_counter()
     proc = subprocess.run(
         [sys.executable, "-X", "importtime", "-c", IMPORT, str(names_file)],
@@ -132,7 +157,7 @@ def cold_import(names_file: Path) -> tuple[float, float, list[tuple[str, float]]
         if name.startswith(" ") and not name.startswith("  "):  # imported by the script itself: top level
             root = name.strip().split(".")[0]
             top[root] = top.get(root, 0.0) + int(cumulative) / 1e6
-    return wall, inside, sorted(top.items(), key=lambda kv: -kv[1])
+    return wall, inside, sorted(top.items(), key=lambda kv: -kv[1]), import_chains(proc.stderr, OPTIONAL)
 
 
 def main() -> None:
@@ -156,12 +181,21 @@ def main() -> None:
         runs = [cold_import(Path(f.name)) for _ in range(args.repeat)]
         Path(f.name).unlink()
         walls = [r[0] for r in runs]
-        top = runs[walls.index(statistics.median(walls))][2] if len(runs) % 2 else runs[0][2]
+        median_run = runs[walls.index(statistics.median(walls))] if len(runs) % 2 else runs[0]
+        top, chains = median_run[2], median_run[3]
         present = [m for m in OPTIONAL if m in modules]
         table(
             ["package", "cumulative import s"],
             [[k, v] for k, v in top[: args.top]],
             f"{name} ({config}): slowest top-level imports of a median run",
+        )
+        table(
+            ["library", "cumulative import s", "imported by (innermost first)"],
+            [
+                [k, v["s"], " < ".join(v["imported_by"][:8]) or "(top level: a listed module, or importlib)"]
+                for k, v in chains.items()
+            ],
+            f"{name}: what makes a trial import the optional libraries (median run)",
         )
         print(
             f"{name}: cold start {statistics.median(walls):.2f} s median of {args.repeat} (imports "
@@ -176,6 +210,7 @@ def main() -> None:
             "modules": len(modules),
             "optional_imported": present,
             "top": top[: args.top],
+            "optional_chains": chains,
             "target_met": statistics.median(walls) <= TARGET_S,
         }
     emit(

@@ -246,3 +246,6 @@ def test_trial_startup_benchmark_lists_what_a_trial_imports():
     lean = r["results"]["lean"]
     assert lean["cold_start_median_s"] > 0 and lean["modules"] > 100
     assert "albumentations" not in lean["optional_imported"]  # augmentation off: never imported
+    chains = lean["optional_chains"]  # who imports each optional library, from -X importtime's tree
+    assert set(chains) <= set(lean["optional_imported"])
+    assert any(m.startswith("torchvision") for m in chains["torch._dynamo"]["imported_by"])
