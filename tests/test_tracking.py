@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import time
 from pathlib import Path
 
 import numpy as np
@@ -214,6 +215,18 @@ def test_epoch_images_hook_restores_modes_and_writes_pngs(tmp_path, synth_dir):
 # ------------------------------------------------------------------------------ a real offline run
 
 
+def _finished_offline_run(folder, wait_s: float = 60.0):
+    """The offline run read back once its exit record is on disk: ``run.finish()`` returns when wandb-core
+    has handled the exit, and its writer may append the record a moment later (seen once on a loaded
+    machine). A hang guard, not a timing check: the run is read as it is after ``wait_s``."""
+    deadline = time.monotonic() + wait_s
+    wb = read_offline_run(folder)
+    while not wb.exited and time.monotonic() < deadline:
+        time.sleep(0.5)
+        wb = read_offline_run(folder)
+    return wb
+
+
 def test_train_run_logs_offline_and_never_writes_the_key(tmp_path, synth_dir, monkeypatch):
     """A tiny ``train_kd`` run as ``kdseg train`` runs it: one offline W&B run with every logged key."""
     from kdseg.data import load_data
@@ -243,7 +256,7 @@ def test_train_run_logs_offline_and_never_writes_the_key(tmp_path, synth_dir, mo
             assert (out / "images" / f"epoch_{epoch:03d}_{kind}.png").stat().st_size > 0
 
     (folder,) = offline_runs(out)
-    wb = read_offline_run(folder)
+    wb = _finished_offline_run(folder)
     assert wb.exited and wb.exit_code == 0
     assert wb.config["distill"]["temperature"] == cfg.distill.temperature and "hardware" in wb.config
     assert [h["epoch"] for h in wb.history] == [1, 2]
