@@ -18,6 +18,8 @@ from kdseg.sweep.ranking import read_leaderboard_csv
 from tests.conftest import tiny_config
 from tests.test_sweep import check_consistent
 
+pytestmark = pytest.mark.xdist_group("faults")  # one pytest-xdist worker runs the module's fault sweep once
+
 FAKE_KEY = "kdsegfake" + "5a5a5a5a5a5a5a5a" * 2  # a configured "API key" that must never be written
 MAX_T = 3
 
