@@ -177,7 +177,14 @@ def child(args) -> None:
                 "hooks": [size_hook, *wb.hooks],
                 "keep_last_checkpoint": False,
             }
-            if _accepts_scratch():
+            accepts = _train_kd_parameters()
+            if "save_checkpoint" in accepts:  # a sweep trial: epoch-named files in run/, pointers to Tune
+                from kdseg.checkpoint import save_epoch_checkpoint
+
+                kwargs["save_checkpoint"] = lambda state, epoch, d=run_dir: save_epoch_checkpoint(
+                    state, d, epoch
+                )
+            elif "checkpoint_dir" in accepts:  # a tree before pointers: the scratch folder Tune copied
                 kwargs["checkpoint_dir"] = work / f"scratch{k}"
             train_kd(cfg, data, lambda m, c: None, **kwargs)
             for role, model in seen_models.items():
@@ -208,12 +215,12 @@ def child(args) -> None:
     print(json.dumps({"stages": stages, "mapped_at_end_mb": groups, "pss_mb": _pss()}), flush=True)
 
 
-def _accepts_scratch() -> bool:
+def _train_kd_parameters() -> set[str]:
     import inspect
 
     from kdseg.train import train_kd
 
-    return "checkpoint_dir" in inspect.signature(train_kd).parameters
+    return set(inspect.signature(train_kd).parameters)
 
 
 def _children_rss() -> float:

@@ -16,12 +16,14 @@ It imports nothing of kdseg, so any layer may use it::
       tune/                        the Ray Tune experiment             TUNE_DIR
         <trial_id>/params.json     what Ray Tune sampled               PARAMS_FILE
         <trial_id>/run/            the trial's training run folder     trial_run_dir()
+        <trial_id>/checkpoint_*/checkpoint.json   Tune's checkpoint: a pointer to run/checkpoint-eNNNN.pt
 
     DIR/                           a training run (kdseg train, a trial's run/)
       config.yaml                  the resolved config                 CONFIG_FILE
       metrics.jsonl                one JSON object per epoch           METRICS_FILE, read_metrics()
       student.pt                   the student's state_dict            STUDENT_CHECKPOINT
       checkpoint.pt                everything needed to resume         FULL_CHECKPOINT
+      checkpoint-eNNNN.pt          a sweep trial's, after epoch N      epoch_checkpoint()
       eval_<split>.json            kdseg eval                          eval_file()
       images/classes.json          class names and colours of images/  IMAGES_DIR, CLASSES_FILE
 """
@@ -53,6 +55,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 STUDENT_CHECKPOINT = "student.pt"  # the student's state_dict alone: what gets deployed
 FULL_CHECKPOINT = "checkpoint.pt"  # everything needed to resume a run
+EPOCH_CHECKPOINT_GLOB = "checkpoint-e*.pt"  # a sweep trial's full checkpoints (epoch_checkpoint)
+CHECKPOINT_POINTER = "checkpoint.json"  # what a sweep trial reports to Tune: names one of them
 IMAGES_DIR = "images"
 CLASSES_FILE = "classes.json"
 
@@ -63,6 +67,11 @@ PROFILE_CACHE_FILE = "profile_cache.json"  # kdseg.deploy.bench's cost cache, in
 def trial_run_dir(sweep_dir: str | os.PathLike, trial_id: str) -> Path:
     """The folder where a trial's train_kd wrote config.yaml, metrics.jsonl and student.pt."""
     return Path(sweep_dir) / TUNE_DIR / trial_id / TRIAL_RUN_DIR
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The name of a sweep trial's full checkpoint after (1-based) ``epoch``, in its run folder."""
+    return f"checkpoint-e{epoch:04d}.pt"
 
 
 def best_student_file(sweep_dir: str | os.PathLike, fmt: str) -> Path:

@@ -196,9 +196,10 @@ def test_resume_is_identical_to_an_uninterrupted_run(small, tmp_path):
 
 
 def test_a_sweep_trials_files_frozen_teacher_left_out_and_resume_identical(small, tmp_path):
-    """What a sweep trial writes: checkpoint.pt in the scratch folder Tune copies (not in run/), student.pt
-    only where ASHA can stop it and at the end; a frozen teacher from teacher.checkpoint is not in the
-    checkpoint (it is rebuilt from its file), and resuming from that checkpoint is still exact."""
+    """What a sweep trial writes: its full checkpoints once, epoch-named, into run/ (report gets a pointer to
+    each), student.pt only where ASHA can stop it and at the end; a frozen teacher from teacher.checkpoint
+    is not in the checkpoint (it is rebuilt from its file), and resuming from a pointer is still exact."""
+    from kdseg.checkpoint import Pointer, save_epoch_checkpoint
     from kdseg.config import ModelConfig
     from kdseg.layout import read_metrics
 
@@ -216,22 +217,27 @@ def test_a_sweep_trials_files_frozen_teacher_left_out_and_resume_identical(small
     straight = tmp_path / "straight"
     train_kd(cfg, data, run_dir=straight)
 
-    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    run = tmp_path / "run"
     seen = []
+
+    def save(state, epoch):
+        return save_epoch_checkpoint(state, run, epoch)
 
     class Killed(Exception):
         pass
 
-    def stop_after_epoch_2(metrics, ckpt):
-        seen.append((metrics["epoch"], ckpt, (run / "student.pt").is_file()))
+    def stop_after_epoch_2(metrics, pointer):
+        seen.append((metrics["epoch"], pointer, (run / "student.pt").is_file()))
         if metrics["epoch"] == 2:
             raise Killed  # the process dies right after epoch 2's checkpoint
 
     with pytest.raises(Killed):
-        train_kd(cfg, data, stop_after_epoch_2, run_dir=run, checkpoint_dir=scratch, student_at={1})
-    assert seen == [(1, scratch, True), (2, scratch, True)]
-    assert not (run / "checkpoint.pt").exists() and (scratch / "checkpoint.pt").is_file()
-    state = torch.load(scratch / "checkpoint.pt", weights_only=True)
+        train_kd(cfg, data, stop_after_epoch_2, run_dir=run, save_checkpoint=save, student_at={1})
+    assert [(e, type(p), s) for e, p, s in seen] == [(1, Pointer, True), (2, Pointer, True)]
+    pointer = seen[-1][1]
+    assert pointer.path == run / "checkpoint-e0002.pt" and pointer.epoch == 2
+    assert not (run / "checkpoint.pt").exists() and (run / "checkpoint-e0001.pt").is_file()
+    state = pointer.load()
     assert "teacher" not in state and "opt_t" not in state and state["epoch"] == 2
     epoch1 = torch.load(run / "student.pt", weights_only=True)  # student_at={1}: not rewritten at epoch 2
     assert not all(torch.equal(epoch1[k], v) for k, v in state["student"].items())
@@ -240,8 +246,8 @@ def test_a_sweep_trials_files_frozen_teacher_left_out_and_resume_identical(small
         cfg,
         data,
         run_dir=run,
-        resume=scratch / "checkpoint.pt",
-        checkpoint_dir=scratch,
+        resume=pointer,
+        save_checkpoint=save,
         student_at={1},
         keep_last_checkpoint=False,
     )
