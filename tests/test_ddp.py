@@ -199,7 +199,7 @@ def test_teacher_student_schedules_each_end_at_zero(synth_dir, light_data, tmp_p
         assert ckpt[f"opt_{who}"]["param_groups"][0]["lr"] == pytest.approx(0.0, abs=1e-12), who
 
 
-def testupdate_counts():
+def test_update_counts():
     from kdseg.train.setup import update_counts
 
     cfg = KDConfig.model_validate({"train": {"epochs": 3}, "distill": {"alternation": "teacher_student"}})

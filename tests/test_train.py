@@ -285,3 +285,66 @@ def test_channels_last_gives_the_same_first_step(small):
     nchw = one_step(small, teacher=r18)
     assert nchw["train_loss_feature"] == 0  # logits only (the default): no feature term
     assert nhwc["train_loss"] == pytest.approx(nchw["train_loss"], rel=1e-4)
+
+
+def _keeping_gradients(build):
+    """``build_optimizer`` whose optimisers ignore the ``zero_grad`` right after their ``step``: the
+    gradients live on until the next step's own ``zero_grad``, as before gradients were freed early."""
+    import types
+
+    def make(*args, **kwargs):
+        opt = build(*args, **kwargs)
+        step, zero_grad = opt.step, opt.zero_grad
+        stepped = [False]
+
+        def step_(self, *a, **k):
+            out = step(*a, **k)
+            stepped[0] = True
+            return out
+
+        def zero_grad_(self, set_to_none: bool = True):
+            if stepped[0]:
+                stepped[0] = False
+                return None
+            return zero_grad(set_to_none=set_to_none)
+
+        # bound, as the LR scheduler's own wrapper of step expects
+        opt.step, opt.zero_grad = types.MethodType(step_, opt), types.MethodType(zero_grad_, opt)
+        return opt
+
+    return make
+
+
+def test_gradients_freed_after_each_step_change_nothing(small, tmp_path, monkeypatch):
+    """Each step frees its gradients (memory): the same losses and weights as keeping them, in a run that
+    steps teacher and student in turns (mutual mode, a feature site with adapters)."""
+    import kdseg.train.loop as loop
+
+    root, data = small
+    sections = dict(
+        teacher={"arch": "Unet", "encoder": "resnet18"},
+        student={"arch": "lightweight_unet", "width": 0.25},
+        distill={"mode": "mutual", "sites": ["decoder", "logits"], "alternation": "teacher_student"},
+        train={"epochs": 2, "max_steps_per_epoch": 3},
+    )
+    cfg = validate_config(small_config(root, **sections))
+    grads_left = []
+
+    def no_gradients_between_steps(ctx):
+        nets = (ctx.student, ctx.teacher)
+        grads_left.append(sum(p.grad is not None for net in nets for p in net.parameters()))
+
+    train_kd(cfg, data, run_dir=tmp_path / "freed", hooks=[no_gradients_between_steps])
+    assert grads_left == [0, 0]
+    monkeypatch.setattr(loop, "build_optimizer", _keeping_gradients(loop.build_optimizer))
+    grads_left.clear()
+    train_kd(cfg, data, run_dir=tmp_path / "kept", hooks=[no_gradients_between_steps])
+    assert grads_left[0] > 0  # the old way: the last step's gradients still held at the epoch's end
+    a, b = read_metrics(tmp_path / "freed"), read_metrics(tmp_path / "kept")
+    for key in ("train_loss", "teacher_train_loss", "student_val_miou", "teacher_val_miou"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    freed = torch.load(tmp_path / "freed" / "checkpoint.pt", weights_only=True)
+    kept = torch.load(tmp_path / "kept" / "checkpoint.pt", weights_only=True)
+    for part in ("student", "teacher", "objective"):
+        for k, v in freed[part].items():
+            assert torch.equal(v, kept[part][k]), (part, k)

@@ -98,10 +98,14 @@ def train_step(accelerator, m: Models, student, teacher, objective, opt_s, opt_t
         accelerator.clip_grad_norm_(student_side(student, m.objective), t.grad_clip)
         if opt_t is not None:
             accelerator.clip_grad_norm_(teacher.parameters(), t.grad_clip)
+    # each step frees the gradients it used: the next forward (and validation, and the checkpoint write)
+    # then runs without a network's worth of stale gradients (148 MB for the quickstart pair)
     if s_grad:
         opt_s.step()
+        opt_s.zero_grad(set_to_none=True)
     if opt_t is not None and phase.update_teacher:
         opt_t.step()
+        opt_t.zero_grad(set_to_none=True)
     return out
 
 
