@@ -348,3 +348,14 @@ def test_gradients_freed_after_each_step_change_nothing(small, tmp_path, monkeyp
     for part in ("student", "teacher", "objective"):
         for k, v in freed[part].items():
             assert torch.equal(v, kept[part][k]), (part, k)
+
+
+def test_the_mmap_threshold_is_fixed_unless_the_user_set_it(monkeypatch):
+    import platform
+
+    from kdseg.train.heap import ENV, fix_mmap_threshold
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert fix_mmap_threshold() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv(ENV, "65536")
+    assert fix_mmap_threshold() is False  # the user's own setting stands

@@ -4,7 +4,8 @@
 - :mod:`kdseg.train.step`: one optimisation step, and what ties it to several processes;
 - :mod:`kdseg.train.setup`: seeds, the ``Accelerator``, models and objective, optimisers, schedules;
 - :mod:`kdseg.train.validation`: ``evaluate`` and the per-epoch metrics;
-- :mod:`kdseg.train.state`: what a full checkpoint holds, and restoring it.
+- :mod:`kdseg.train.state`: what a full checkpoint holds, and restoring it;
+- :mod:`kdseg.train.heap`: glibc's mmap threshold fixed, so that freed tensors leave the process.
 """
 
 from kdseg.config import config_to_dict

@@ -35,6 +35,7 @@ from torch import nn
 from kdseg.checkpoint import Pointer, save_atomic
 from kdseg.config import KDConfig, save_config
 from kdseg.layout import CONFIG_FILE, FULL_CHECKPOINT, STUDENT_CHECKPOINT, append_metrics, truncate_metrics
+from kdseg.train.heap import fix_mmap_threshold
 from kdseg.train.setup import (
     Models,
     build_optimizer,
@@ -123,6 +124,7 @@ def train_kd(
     if save_checkpoint is None and run_dir is not None:
         save_checkpoint = _rewrite(run_dir / FULL_CHECKPOINT)
     t = cfg.train
+    fix_mmap_threshold()  # tensors freed go back to the OS at once: the resident peak is what is held
     seed_everything(t.seed)
     accelerator = make_accelerator(cfg)
     from kdseg.data.class_weights import class_weights_for
