@@ -49,7 +49,6 @@ from kdseg.train.setup import (
 from kdseg.train.state import cpu_state, restore, training_state
 from kdseg.train.step import (
     LossStep,
-    StepsInBackward,
     across_processes,
     broadcast_buffers,
     check_finite,
@@ -170,10 +169,6 @@ def train_kd(
     if opt_t is not None:
         opt_t = accelerator.prepare(opt_t)
 
-    # each parameter updated as soon as its gradient is ready: the gradients are never all held at once
-    in_backward = accelerator.num_processes == 1 and not t.grad_clip and accelerator.scaler is None
-    steps_in_backward = StepsInBackward([o for o in (opt_s, opt_t) if o is not None]) if in_backward else None
-
     main = accelerator.is_main_process  # the one writer: files, hooks, report, progress
     if run_dir is not None and main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -282,8 +277,6 @@ def train_kd(
         last = metrics
     accelerator.wait_for_everyone()  # files written when train_kd returns, on every process
     m.close()
-    if steps_in_backward is not None:
-        steps_in_backward.close()
     return last
 
 

@@ -13,7 +13,6 @@ Per step (see :mod:`kdseg.distill.schedule` for the alternation phases)::
 from __future__ import annotations
 
 import math
-from collections.abc import Iterable
 from contextlib import nullcontext
 from typing import TYPE_CHECKING
 
@@ -136,43 +135,3 @@ def broadcast_buffers(accelerator, model: nn.Module | None) -> None:
 
     for b in accelerator.unwrap_model(model).buffers():
         dist.broadcast(b, src=0)
-
-
-class StepsInBackward:
-    """Each parameter updated by its optimiser as soon as backward has accumulated its gradient, which
-    is then freed: the networks' gradients never exist all at once (PyTorch's "optimizer step in
-    backward" recipe, ``Tensor.register_post_accumulate_grad_hook``).
-
-    The update is the optimiser's own ``step`` over that one parameter, so the results are those of one
-    ``step`` after backward: Adam(W) and SGD update each parameter from its own gradient and state only,
-    and backward has used a parameter's value for the last time when its gradient is accumulated. The
-    ``step`` and ``zero_grad`` calls after backward then find no gradient left and change nothing. Not
-    for what needs every gradient first: ``grad_clip``, DDP's all-reduce, a gradient scaler (fp16).
-    """
-
-    def __init__(self, optimizers: Iterable[torch.optim.Optimizer]):
-        self.handles = []
-        for opt in optimizers:
-            raw = getattr(opt, "optimizer", opt)  # under accelerate's AcceleratedOptimizer
-            for group in raw.param_groups:
-                for p in group["params"]:
-                    hook = _step_one(raw, group)
-                    self.handles.append(p.register_post_accumulate_grad_hook(hook))
-
-    def close(self) -> None:
-        for h in self.handles:
-            h.remove()
-        self.handles.clear()
-
-
-def _step_one(opt: torch.optim.Optimizer, group: dict):
-    def hook(p: torch.Tensor) -> None:
-        params = group["params"]
-        group["params"] = [p]  # step() walks this one parameter, not the whole group
-        try:
-            opt.step()
-        finally:
-            group["params"] = params
-        p.grad = None
-
-    return hook
