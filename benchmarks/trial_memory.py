@@ -23,7 +23,7 @@ private to each here) and reports each one's peak and the sum of their proportio
 shared library pages divided among the processes that map them).
 
     python benchmarks/trial_memory.py [--size 64x64] [--n 64] [--epochs 2] [--concurrent 1,2]
-        [--wandb disabled|offline] [--env MALLOC_ARENA_MAX=2]
+        [--wandb disabled|offline] [--env MALLOC_ARENA_MAX=2] [--log-images-every N]
 
 Prints a table per stage and one per concurrency, the machine and its load, and one JSON line
 ``{"benchmark": "trial_memory", ...}``.
@@ -148,7 +148,13 @@ def child(args) -> None:
             "student": {"arch": "Unet", "encoder": "resnet18"},
             "distill": {"mode": "online", "temperature": 4.0, "alpha": 0.5, "sites": ["logits"]},
             "train": {"epochs": args.epochs, "batch_size": 8, "num_workers": 0, "seed": 0},
-            "tracking": {"wandb": {"mode": args.wandb, "project": "kdseg-bench"}},
+            "tracking": {
+                "wandb": {
+                    "mode": args.wandb,
+                    "project": "kdseg-bench",
+                    **({} if args.log_images_every is None else {"log_images_every": args.log_images_every}),
+                }
+            },
         }
     )
     data = load_data(cfg.data)
@@ -259,6 +265,7 @@ def run_trials(args, n: int) -> list[dict[str, Any]]:
         "--trials-per-process",
         str(args.trials_per_process),
         "--release" if args.release else "--no-release",
+        *([] if args.log_images_every is None else ["--log-images-every", str(args.log_images_every)]),
     ]
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
@@ -288,6 +295,12 @@ def main() -> None:
         help="release_memory() after each trial, as a sweep trial does (--no-release: as before issue 18)",
     )
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the trial processes")
+    p.add_argument(
+        "--log-images-every",
+        type=int,
+        default=None,
+        help="tracking.wandb.log_images_every (default: the config's, 5: images after epoch 1; 0: none)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -357,6 +370,7 @@ def main() -> None:
                 "trials_per_process": args.trials_per_process,
                 "release": args.release,
                 "env": args.env,
+                "log_images_every": args.log_images_every,
             },
             "results": results,
             "total_s": time.perf_counter() - started,
