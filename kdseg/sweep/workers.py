@@ -30,8 +30,7 @@ kdseg refuses a ``workers`` sweep with it turned off):
 Checkpoints are Ray Train's (``SWEEP/tune/<trial>/train/checkpoint_*``, the latest kept, each a pointer
 to ``run/checkpoint-eNNNN.pt``), not Tune's; every rank resumes by following the pointer (``run/`` is on the
 sweep's storage, which every node mounts). The sweep prunes them when the trial finishes, as it prunes a
-one-process trial's. The dataset goes to the
-workers through the object store (one ``ray.put`` per trial).
+one-process trial's. The dataset goes to the workers through the object store (one ``ray.put`` per trial).
 """
 
 from __future__ import annotations
