@@ -124,7 +124,7 @@ def train_kd(
     if save_checkpoint is None and run_dir is not None:
         save_checkpoint = _rewrite(run_dir / FULL_CHECKPOINT)
     t = cfg.train
-    fix_mmap_threshold()  # tensors freed go back to the OS at once: the resident peak is what is held
+    fix_mmap_threshold()  # tensors of 4 MiB or more go back to the OS when freed (kdseg/train/heap.py)
     seed_everything(t.seed)
     accelerator = make_accelerator(cfg)
     from kdseg.data.class_weights import class_weights_for
