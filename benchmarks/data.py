@@ -9,7 +9,7 @@ The generated scenes' generation time is printed first (``synth_generate_s`` in 
 1. ``loader``: ``kdseg.data.make_loaders`` + ``accelerator.prepare`` (exactly what ``train_kd`` builds)
    iterated alone for each ``--workers`` setting: images/s delivered, and the first batch's latency
    (worker start) separately.
-2. ``step``: kdseg's training step (``kdseg.train._train_step``: online KD, r34 -> r18 unless
+2. ``step``: kdseg's training step (``kdseg.train.step.train_step``: online KD, r34 -> r18 unless
    ``--teacher``/``--student`` say otherwise) on one batch already in memory: images/s consumed.
 3. ``loop``: the two together as in ``train_kd`` for each ``--workers`` setting: the time spent
    waiting for the next batch (``next(loader)``), per step and as a fraction of the loop. The first
@@ -110,19 +110,21 @@ def measure_loader(cfg, data, epochs: int) -> dict[str, Any]:
 def make_step(cfg, data):
     """kdseg's step for ``cfg`` (its accelerator, models, objective, optimisers)."""
     from kdseg.distill import phase_for
-    from kdseg.train import _Models, _optimizer, _train_step, make_accelerator
+    from kdseg.train import make_accelerator
+    from kdseg.train.setup import Models, build_optimizer
+    from kdseg.train.step import train_step
 
     acc = make_accelerator(cfg)
-    m = _Models(cfg, data.num_classes, data.ignore_index)
-    opt_s = _optimizer("adamw", [*m.student.parameters(), *m.objective.parameters()], 1e-3, 1e-4)
-    opt_t = _optimizer("adamw", m.teacher.parameters(), 1e-3, 1e-4)
+    m = Models(cfg, data.num_classes, data.ignore_index)
+    opt_s = build_optimizer("adamw", [*m.student.parameters(), *m.objective.parameters()], 1e-3, 1e-4)
+    opt_t = build_optimizer("adamw", m.teacher.parameters(), 1e-3, 1e-4)
     student, teacher = acc.prepare(m.student), acc.prepare(m.teacher)
     objective = m.objective.to(acc.device)
     opt_s, opt_t = acc.prepare(opt_s, opt_t)
     phase = phase_for("none", 0, 0, True, mode="online")
 
     def step(x, y):
-        _train_step(acc, m, student, teacher, objective, opt_s, opt_t, x, y, phase, cfg.train)
+        train_step(acc, m, student, teacher, objective, opt_s, opt_t, x, y, phase, cfg.train)
 
     return acc, step
 

@@ -11,14 +11,20 @@ training and validation: epoch hooks, metrics, student.pt and checkpoint writes,
 checkpoint into its storage, and the report. The first epoch also holds the trial's set-up and is left
 out; the last epoch writes no full checkpoint in a sweep and is reported apart.
 
-Then, in this process, the checkpoint I/O alone, before and after this issue, alternated ``--io-rounds``
-times (a busy machine slows both alike): the models' real states (the same pair, after one Adam step)
-written the way a sweep trial wrote them at 586939f (``student.pt`` and ``checkpoint.pt`` into ``run/``
-with fsync and zip CRC32s, then Ray's own copy of ``run/`` into Tune's storage, as ``tune.report`` does)
-and the way it writes them now (``checkpoint.pt`` without fsync or CRC32s into a scratch folder that
-holds only it and ``metrics.jsonl``, Ray's copy of that folder; ``student.pt`` only at ASHA's stop epochs,
-which a non-stop epoch does not write). Both arms call ``kdseg.checkpoint.save_atomic`` and
-``ray.train._internal.storage._pyarrow_fs_copy_files`` (what ``persist_current_checkpoint`` calls).
+Then, in this process, the checkpoint I/O alone, alternated ``--io-rounds`` times (a busy machine slows
+every arm alike), the models' real states (the same pair, after one Adam step) written three ways, each
+followed by Ray's own copy into Tune's storage (``ray.train._internal.storage._pyarrow_fs_copy_files``,
+what ``persist_current_checkpoint`` calls) of what the trial reported:
+
+- ``586939f`` (before issue 18): ``student.pt`` and ``checkpoint.pt`` into ``run/`` with fsync and zip CRC32s;
+  Tune copies all of ``run/``;
+- ``scratch`` (06ee444): ``checkpoint.pt`` without fsync or CRC32s into a scratch folder holding it and
+  ``metrics.jsonl``; Tune copies the folder (the 444 MB with it);
+- ``pointer`` (now): ``checkpoint-eNNNN.pt`` written once into ``run/`` (``kdseg.checkpoint.save_epoch_checkpoint``),
+  Tune copies a folder holding ``checkpoint.json`` (the pointer) and ``metrics.jsonl``; the previous file pruned.
+
+``student.pt`` is written only at ASHA's stop epochs since 06ee444, which a non-stop epoch does not write.
+Against a tree without pointers, only the first two arms run.
 
     python benchmarks/epoch_overhead.py [--size 64x64] [--n 64] [--epochs 4] [--teacher resnet34]
         [--student resnet18] [--frozen-teacher] [--io-rounds 5] [--no-sweep] [--out DIR]
@@ -133,41 +139,70 @@ def checkpoint_io(args, work: Path) -> dict[str, Any]:
             st["opt_t"] = opt_t.state_dict()
         return st
 
-    parts: dict[str, list[dict[str, float]]] = {"before": [], "after": []}
+    arms = ("586939f", "scratch", "pointer")
+    parts: dict[str, list[dict[str, float]]] = {arm: [] for arm in arms}
 
-    def before(k: int) -> float:
+    def tune_copy(src: Path, arm: str, k: int) -> Path:
+        dest = work / "io" / f"tune_{arm}_{k}"
+        dest.mkdir()  # persist_current_checkpoint: create_dir, then copy
+        _pyarrow_fs_copy_files(str(src), str(dest))
+        return dest
+
+    def before(k: int) -> float:  # 586939f: student.pt and checkpoint.pt into run/, Tune copies run/
         t = time.perf_counter()
-        st = state(True)  # 586939f: the teacher always, frozen or not
+        st = state(True)  # the teacher always, frozen or not
         save_atomic(st["student"], run / "student.pt")
         save_atomic(st, run / "checkpoint.pt")
         t_save = time.perf_counter()
-        (work / "io" / f"tune_before_{k}").mkdir()  # persist_current_checkpoint: create_dir, then copy
-        _pyarrow_fs_copy_files(str(run), str(work / "io" / f"tune_before_{k}"))
+        tune_copy(run, "586939f", k)
         (run / "checkpoint.pt").unlink()
         end = time.perf_counter()
-        parts["before"].append({"write_s": t_save - t, "tune_copy_s": end - t_save})
+        parts["586939f"].append({"write_s": t_save - t, "tune_copy_s": end - t_save})
         return end - t
 
-    def after(k: int) -> float:
+    def scratch(k: int) -> float:  # 06ee444: checkpoint.pt into a scratch folder, Tune copies the folder
         t = time.perf_counter()
-        scratch = work / "io" / "scratch"
-        scratch.mkdir(exist_ok=True)
+        folder = work / "io" / "scratch"
+        folder.mkdir(exist_ok=True)
         # a frozen teacher is left out only when it comes from teacher.checkpoint; this one is random
-        save_atomic(state(not args.frozen_teacher), scratch / "checkpoint.pt", fsync=False, crc32=False)
-        shutil.copyfile(run / "metrics.jsonl", scratch / "metrics.jsonl")
+        save_atomic(state(not args.frozen_teacher), folder / "checkpoint.pt", fsync=False, crc32=False)
+        shutil.copyfile(run / "metrics.jsonl", folder / "metrics.jsonl")
         t_save = time.perf_counter()
-        (work / "io" / f"tune_after_{k}").mkdir()  # persist_current_checkpoint: create_dir, then copy
-        _pyarrow_fs_copy_files(str(scratch), str(work / "io" / f"tune_after_{k}"))
-        (scratch / "checkpoint.pt").unlink()
+        tune_copy(folder, "scratch", k)
+        (folder / "checkpoint.pt").unlink()
         end = time.perf_counter()
-        parts["after"].append({"write_s": t_save - t, "tune_copy_s": end - t_save})
+        parts["scratch"].append({"write_s": t_save - t, "tune_copy_s": end - t_save})
         return end - t
 
-    times: dict[str, list[float]] = {"before": [], "after": []}
+    def pointer(k: int) -> float:  # now: checkpoint-eNNNN.pt once into run/, Tune copies a pointer
+        from kdseg.checkpoint import prune_epoch_checkpoints, save_epoch_checkpoint, write_pointer
+
+        t = time.perf_counter()
+        ptr = save_epoch_checkpoint(state(not args.frozen_teacher), run, k + 1)
+        folder = work / "io" / "pointer"
+        folder.mkdir(exist_ok=True)
+        write_pointer(folder, ptr)
+        shutil.copyfile(run / "metrics.jsonl", folder / "metrics.jsonl")
+        t_save = time.perf_counter()
+        tune_copy(folder, "pointer", k)
+        shutil.rmtree(folder)
+        prune_epoch_checkpoints(run, keep=[ptr.path.name])  # the previous epoch's file, as a trial does
+        end = time.perf_counter()
+        parts["pointer"].append({"write_s": t_save - t, "tune_copy_s": end - t_save})
+        return end - t
+
+    def has_pointers() -> bool:
+        import kdseg.checkpoint
+
+        return hasattr(kdseg.checkpoint, "save_epoch_checkpoint")
+
+    run_arm = {"586939f": before, "scratch": scratch, "pointer": pointer}
+    if not has_pointers():  # a tree before this change: its own two arms
+        arms = arms[:2]
+    times: dict[str, list[float]] = {arm: [] for arm in arms}
     for k in range(args.io_rounds):
-        times["before"].append(before(k))
-        times["after"].append(after(k))
-        for arm in ("before", "after"):
+        for arm in arms:
+            times[arm].append(run_arm[arm](k))
             shutil.rmtree(work / "io" / f"tune_{arm}_{k}", ignore_errors=True)
     size = sum(v.numel() * v.element_size() for v in _tensors(state(True)))
     med = {arm: statistics.median(v) for arm, v in times.items()}
@@ -192,9 +227,21 @@ def checkpoint_io(args, work: Path) -> dict[str, Any]:
         f"checkpoint I/O per epoch, alternated: full state {size / 2**20:.0f} MB (UNet-{args.teacher} + UNet-"
         f"{args.student}, AdamW{'; frozen teacher' if args.frozen_teacher else ''})",
     )
-    ratio = med["after"] / med["before"]
-    print(f"checkpoint I/O per epoch: {med['before']:.2f} s -> {med['after']:.2f} s (ratio {ratio:.3f})")
-    return {"times_s": times, "parts": parts, "median_s": med, "ratio": ratio, "state_mb": size / 2**20}
+    ratios = {
+        f"{arm}/{base}": med[arm] / med[base]
+        for base in arms
+        for arm in arms
+        if arms.index(arm) > arms.index(base)
+    }
+    for name, ratio in ratios.items():
+        print(f"checkpoint I/O per epoch, {name}: ratio {ratio:.3f}")
+    return {
+        "times_s": times,
+        "parts": {arm: parts[arm] for arm in arms},
+        "median_s": med,
+        "ratios": ratios,
+        "state_mb": size / 2**20,
+    }
 
 
 def _tensors(obj):

@@ -1,6 +1,6 @@
 """Online-KD training throughput on a GPU: precision and memory-format variants, and fractional trials.
 
-Part 1, variants: kdseg's training step (``kdseg.train._train_step``: UNet-ResNet34 teacher and
+Part 1, variants: kdseg's training step (``kdseg.train.step.train_step``: UNet-ResNet34 teacher and
 UNet-ResNet18 student learning together, CE + T^2 KL) at ``--size`` (512x512), batch ``--batch``,
 images/s for
 
@@ -48,7 +48,9 @@ def build_step(device: str, size: tuple[int, int], batch: int, variant: str, tea
 
     from kdseg.config import KDConfig
     from kdseg.distill import phase_for
-    from kdseg.train import _Models, _optimizer, _train_step, make_accelerator
+    from kdseg.train import make_accelerator
+    from kdseg.train.setup import Models, build_optimizer
+    from kdseg.train.step import train_step
 
     v = VARIANTS[variant]
     h, w = size
@@ -68,12 +70,12 @@ def build_step(device: str, size: tuple[int, int], batch: int, variant: str, tea
     )
     torch.manual_seed(0)
     acc = make_accelerator(cfg)
-    m = _Models(cfg, 13, 255)
+    m = Models(cfg, 13, 255)
     if v["channels_last"]:  # as train_kd does
         m.student.to(memory_format=torch.channels_last)
         m.teacher.to(memory_format=torch.channels_last)
-    opt_s = _optimizer("adamw", [*m.student.parameters(), *m.objective.parameters()], 1e-3, 1e-4)
-    opt_t = _optimizer("adamw", m.teacher.parameters(), 1e-3, 1e-4)
+    opt_s = build_optimizer("adamw", [*m.student.parameters(), *m.objective.parameters()], 1e-3, 1e-4)
+    opt_t = build_optimizer("adamw", m.teacher.parameters(), 1e-3, 1e-4)
     s_net, t_net = acc.prepare(m.student), acc.prepare(m.teacher)
     if v["compile"]:
         s_net, t_net = torch.compile(s_net), torch.compile(t_net)
@@ -84,7 +86,7 @@ def build_step(device: str, size: tuple[int, int], batch: int, variant: str, tea
     y = torch.randint(0, 13, (batch, h, w), device=acc.device)
 
     def step() -> None:
-        _train_step(acc, m, s_net, t_net, objective, opt_s, opt_t, x, y, phase, cfg.train)
+        train_step(acc, m, s_net, t_net, objective, opt_s, opt_t, x, y, phase, cfg.train)
 
     def sync() -> None:
         if acc.device.type == "cuda":

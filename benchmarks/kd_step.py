@@ -103,7 +103,9 @@ def main() -> None:
     from kdseg.config import KDConfig
     from kdseg.distill import phase_for
     from kdseg.models import build_model
-    from kdseg.train import _Models, _optimizer, _train_step, make_accelerator
+    from kdseg.train import make_accelerator
+    from kdseg.train.setup import Models, build_optimizer
+    from kdseg.train.step import train_step
 
     cfg = KDConfig.model_validate(
         {
@@ -123,19 +125,19 @@ def main() -> None:
 
     # kdseg: the real step function of train_kd, with its accelerator, taps and objective
     accelerator = make_accelerator(cfg)
-    m = _Models(cfg, 13, 255)
+    m = Models(cfg, 13, 255)
     if args.channels_last:  # as train_kd does
         m.student.to(memory_format=torch.channels_last)
         m.teacher.to(memory_format=torch.channels_last)
-    opt_s = _optimizer("adamw", [*m.student.parameters(), *m.objective.parameters()], 1e-3, 1e-4)
-    opt_t = _optimizer("adamw", m.teacher.parameters(), 1e-3, 1e-4)
+    opt_s = build_optimizer("adamw", [*m.student.parameters(), *m.objective.parameters()], 1e-3, 1e-4)
+    opt_t = build_optimizer("adamw", m.teacher.parameters(), 1e-3, 1e-4)
     student, teacher = accelerator.prepare(m.student), accelerator.prepare(m.teacher)
     objective = m.objective.to(accelerator.device)
     opt_s, opt_t = accelerator.prepare(opt_s, opt_t)
     phase = phase_for("none", 0, 0, True, mode="online")
 
     def kdseg_step():
-        _train_step(accelerator, m, student, teacher, objective, opt_s, opt_t, x, y, phase, cfg.train)
+        train_step(accelerator, m, student, teacher, objective, opt_s, opt_t, x, y, phase, cfg.train)
 
     # reference: fresh copies of the same architectures, plain modules and optimisers
     fmt = torch.channels_last if args.channels_last else torch.contiguous_format

@@ -23,7 +23,7 @@ private to each here) and reports each one's peak and the sum of their proportio
 shared library pages divided among the processes that map them).
 
     python benchmarks/trial_memory.py [--size 64x64] [--n 64] [--epochs 2] [--concurrent 1,2]
-        [--wandb disabled|offline] [--env MALLOC_ARENA_MAX=2]
+        [--wandb disabled|offline] [--env MALLOC_ARENA_MAX=2] [--log-images-every N]
 
 Prints a table per stage and one per concurrency, the machine and its load, and one JSON line
 ``{"benchmark": "trial_memory", ...}``.
@@ -148,7 +148,13 @@ def child(args) -> None:
             "student": {"arch": "Unet", "encoder": "resnet18"},
             "distill": {"mode": "online", "temperature": 4.0, "alpha": 0.5, "sites": ["logits"]},
             "train": {"epochs": args.epochs, "batch_size": 8, "num_workers": 0, "seed": 0},
-            "tracking": {"wandb": {"mode": args.wandb, "project": "kdseg-bench"}},
+            "tracking": {
+                "wandb": {
+                    "mode": args.wandb,
+                    "project": "kdseg-bench",
+                    **({} if args.log_images_every is None else {"log_images_every": args.log_images_every}),
+                }
+            },
         }
     )
     data = load_data(cfg.data)
@@ -177,7 +183,14 @@ def child(args) -> None:
                 "hooks": [size_hook, *wb.hooks],
                 "keep_last_checkpoint": False,
             }
-            if _accepts_scratch():
+            accepts = _train_kd_parameters()
+            if "save_checkpoint" in accepts:  # a sweep trial: epoch-named files in run/, pointers to Tune
+                from kdseg.checkpoint import save_epoch_checkpoint
+
+                kwargs["save_checkpoint"] = lambda state, epoch, d=run_dir: save_epoch_checkpoint(
+                    state, d, epoch
+                )
+            elif "checkpoint_dir" in accepts:  # a tree before pointers: the scratch folder Tune copied
                 kwargs["checkpoint_dir"] = work / f"scratch{k}"
             train_kd(cfg, data, lambda m, c: None, **kwargs)
             for role, model in seen_models.items():
@@ -208,12 +221,12 @@ def child(args) -> None:
     print(json.dumps({"stages": stages, "mapped_at_end_mb": groups, "pss_mb": _pss()}), flush=True)
 
 
-def _accepts_scratch() -> bool:
+def _train_kd_parameters() -> set[str]:
     import inspect
 
     from kdseg.train import train_kd
 
-    return "checkpoint_dir" in inspect.signature(train_kd).parameters
+    return set(inspect.signature(train_kd).parameters)
 
 
 def _children_rss() -> float:
@@ -252,6 +265,7 @@ def run_trials(args, n: int) -> list[dict[str, Any]]:
         "--trials-per-process",
         str(args.trials_per_process),
         "--release" if args.release else "--no-release",
+        *([] if args.log_images_every is None else ["--log-images-every", str(args.log_images_every)]),
     ]
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
@@ -281,6 +295,12 @@ def main() -> None:
         help="release_memory() after each trial, as a sweep trial does (--no-release: as before issue 18)",
     )
     p.add_argument("--env", action="append", default=[], help="NAME=VALUE for the trial processes")
+    p.add_argument(
+        "--log-images-every",
+        type=int,
+        default=None,
+        help="tracking.wandb.log_images_every (default: the config's, 5: images after epoch 1; 0: none)",
+    )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.child:
@@ -350,6 +370,7 @@ def main() -> None:
                 "trials_per_process": args.trials_per_process,
                 "release": args.release,
                 "env": args.env,
+                "log_images_every": args.log_images_every,
             },
             "results": results,
             "total_s": time.perf_counter() - started,

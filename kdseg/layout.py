@@ -19,12 +19,14 @@ It imports nothing of kdseg, so any layer may use it::
       tune/                        the Ray Tune experiment             TUNE_DIR
         <trial_id>/params.json     what Ray Tune sampled               PARAMS_FILE
         <trial_id>/run/            the trial's training run folder     trial_run_dir()
+        <trial_id>/checkpoint_*/checkpoint.json   Tune's checkpoint: a pointer to run/checkpoint-eNNNN.pt
 
     DIR/                           a training run (kdseg train, a trial's run/)
       config.yaml                  the resolved config                 CONFIG_FILE
       metrics.jsonl                one JSON object per epoch           METRICS_FILE, read_metrics()
       student.pt                   the student's state_dict            STUDENT_CHECKPOINT
       checkpoint.pt                everything needed to resume         FULL_CHECKPOINT
+      checkpoint-eNNNN.pt          a sweep trial's, after epoch N      epoch_checkpoint()
       eval_<split>.json            kdseg eval                          eval_file()
       images/classes.json          class names and colours of images/  IMAGES_DIR, CLASSES_FILE
 """
@@ -59,6 +61,8 @@ CONFIG_FILE = "config.yaml"
 METRICS_FILE = "metrics.jsonl"
 STUDENT_CHECKPOINT = "student.pt"  # the student's state_dict alone: what gets deployed
 FULL_CHECKPOINT = "checkpoint.pt"  # everything needed to resume a run
+EPOCH_CHECKPOINT_GLOB = "checkpoint-e*.pt"  # a sweep trial's full checkpoints (epoch_checkpoint)
+CHECKPOINT_POINTER = "checkpoint.json"  # what a sweep trial reports to Tune: names one of them
 IMAGES_DIR = "images"
 CLASSES_FILE = "classes.json"
 
@@ -74,6 +78,11 @@ def trial_run_dir(sweep_dir: str | os.PathLike, trial_id: str) -> Path:
 def teacher_dir(sweep_dir: str | os.PathLike, digest: str) -> Path:
     """The run folder of the teacher-stage teacher whose hash is ``digest``."""
     return Path(sweep_dir) / TEACHERS_DIR / digest
+
+
+def epoch_checkpoint(epoch: int) -> str:
+    """The name of a sweep trial's full checkpoint after (1-based) ``epoch``, in its run folder."""
+    return f"checkpoint-e{epoch:04d}.pt"
 
 
 def best_student_file(sweep_dir: str | os.PathLike, fmt: str) -> Path:

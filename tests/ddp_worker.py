@@ -45,7 +45,7 @@ def main() -> None:
     args = p.parse_args()
 
     import kdseg.models
-    import kdseg.train as train
+    import kdseg.train.loop as loop
     from kdseg.config import KDConfig
     from kdseg.data import load_data
     from kdseg.metrics import ConfusionMatrix
@@ -54,14 +54,14 @@ def main() -> None:
         build = kdseg.models.build_model
         kdseg.models.build_model = lambda *a, **k: _batch_independent(build(*a, **k))
 
-    models: list = []  # the _Models of this run: the weights each process ends with
+    models: list = []  # the Models of this run: the weights each process ends with
 
-    class Capture(train._Models):
+    class Capture(loop.Models):
         def __init__(self, *a, **k):
             super().__init__(*a, **k)
             models.append(self)
 
-    train._Models = Capture
+    loop.Models = Capture  # what train_kd builds
 
     counted: list[tuple[int, int]] = []
     compute = ConfusionMatrix.compute
@@ -74,7 +74,7 @@ def main() -> None:
 
     cfg = KDConfig.model_validate(json.loads(Path(args.config).read_text()))
     data = load_data(cfg.data)
-    last = train.train_kd(cfg, data, run_dir=args.run_dir)
+    last = loop.train_kd(cfg, data, run_dir=args.run_dir)
 
     (m,) = models
     rank = int(os.environ.get("RANK", "0"))

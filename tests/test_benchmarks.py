@@ -205,7 +205,7 @@ def test_every_benchmark_has_its_command_in_the_readme_and_performance_doc(name)
         assert f"python benchmarks/{name}.py" in doc.read_text(), doc
 
 
-def test_epoch_overhead_benchmark_compares_checkpoint_io_before_and_after(tmp_path):
+def test_epoch_overhead_benchmark_compares_checkpoint_io_of_three_versions(tmp_path):
     out, r = run_bench(
         "epoch_overhead",
         *("--no-sweep", "--io-rounds", "1", "--teacher", "resnet18", "--student", "resnet18"),
@@ -213,8 +213,10 @@ def test_epoch_overhead_benchmark_compares_checkpoint_io_before_and_after(tmp_pa
     )
     assert has_table(out) and "checkpoint I/O per epoch" in out
     io = r["checkpoint_io"]
-    assert set(io["median_s"]) == {"before", "after"} and io["ratio"] > 0 and io["state_mb"] > 0
-    assert set(io["parts"]["after"][0]) == {"write_s", "tune_copy_s"}
+    assert set(io["median_s"]) == {"586939f", "scratch", "pointer"} and io["state_mb"] > 0
+    assert set(io["ratios"]) == {"scratch/586939f", "pointer/586939f", "pointer/scratch"}
+    assert all(v > 0 for v in io["ratios"].values())
+    assert set(io["parts"]["pointer"][0]) == {"write_s", "tune_copy_s"}
 
 
 @pytest.mark.bench  # a one-trial sweep on local Ray

@@ -203,18 +203,19 @@ def test_teacher_student_schedules_each_end_at_zero(synth_dir, light_data, tmp_p
 
 
 def test_update_counts():
-    from kdseg.train import _update_counts
+    from kdseg.train.setup import update_counts
 
     cfg = KDConfig.model_validate({"train": {"epochs": 3}, "distill": {"alternation": "teacher_student"}})
-    assert _update_counts(cfg, 5, teacher_trains=True) == (7, 8)  # 15 steps: the teacher on the even ones
-    assert _update_counts(cfg, 5, teacher_trains=False) == (15, 0)
+    assert update_counts(cfg, 5, teacher_trains=True) == (7, 8)  # 15 steps: the teacher on the even ones
+    assert update_counts(cfg, 5, teacher_trains=False) == (15, 0)
     cfg.distill.alternation = "none"
-    assert _update_counts(cfg, 5, teacher_trains=True) == (15, 15)
+    assert update_counts(cfg, 5, teacher_trains=True) == (15, 15)
 
 
 def test_grad_clip_bounds_the_adapters_too(synth_dir, light_data, tmp_path):
     """With a tiny grad_clip the student's whole side (student + adapters) barely moves in one step."""
-    from kdseg.train import _Models, seed_everything, train_kd
+    from kdseg.train import seed_everything, train_kd
+    from kdseg.train.setup import Models
 
     clip, lr = 1e-6, 1.0
     cfg = _light(
@@ -222,7 +223,7 @@ def test_grad_clip_bounds_the_adapters_too(synth_dir, light_data, tmp_path):
     )
     cfg.train.weight_decay = 0.0
     seed_everything(cfg.train.seed)  # what train_kd builds first
-    before = _Models(cfg, light_data.num_classes, light_data.ignore_index).objective.state_dict()
+    before = Models(cfg, light_data.num_classes, light_data.ignore_index).objective.state_dict()
     assert any(v.dim() == 4 for v in before.values())  # conv adapters
     train_kd(cfg, light_data, run_dir=tmp_path)
     after = torch.load(tmp_path / "checkpoint.pt", weights_only=True)["objective"]

@@ -32,7 +32,9 @@ def test_sweep_end_to_end_export_reproduces(tiny_sweep, kdseg, tmp_path):
     for r in rows:
         run = sweep_dir / "tune" / r["trial_id"] / "run"
         assert (run / "metrics.jsonl").exists() and (run / "student.pt").exists()
-        assert not (run / "checkpoint.pt").exists()  # finished trials drop their full checkpoints
+        # finished trials drop their full checkpoints, and Tune's pointers to them
+        assert not (run / "checkpoint.pt").exists() and not list(run.glob("checkpoint-e*.pt"))
+        assert not list(run.parent.glob("checkpoint_*/checkpoint.json"))
 
     # export + train reproduce the winner's val mIoU (same data, same seed)
     exported = tmp_path / "winner.yaml"

@@ -196,9 +196,10 @@ def test_resume_is_identical_to_an_uninterrupted_run(small, tmp_path):
 
 
 def test_a_sweep_trials_files_frozen_teacher_left_out_and_resume_identical(small, tmp_path):
-    """What a sweep trial writes: checkpoint.pt in the scratch folder Tune copies (not in run/), student.pt
-    only where ASHA can stop it and at the end; a frozen teacher from teacher.checkpoint is not in the
-    checkpoint (it is rebuilt from its file), and resuming from that checkpoint is still exact."""
+    """What a sweep trial writes: its full checkpoints once, epoch-named, into run/ (report gets a pointer to
+    each), student.pt only where ASHA can stop it and at the end; a frozen teacher from teacher.checkpoint
+    is not in the checkpoint (it is rebuilt from its file), and resuming from a pointer is still exact."""
+    from kdseg.checkpoint import Pointer, save_epoch_checkpoint
     from kdseg.config import ModelConfig
     from kdseg.layout import read_metrics
 
@@ -216,22 +217,27 @@ def test_a_sweep_trials_files_frozen_teacher_left_out_and_resume_identical(small
     straight = tmp_path / "straight"
     train_kd(cfg, data, run_dir=straight)
 
-    run, scratch = tmp_path / "run", tmp_path / "scratch"
+    run = tmp_path / "run"
     seen = []
+
+    def save(state, epoch):
+        return save_epoch_checkpoint(state, run, epoch)
 
     class Killed(Exception):
         pass
 
-    def stop_after_epoch_2(metrics, ckpt):
-        seen.append((metrics["epoch"], ckpt, (run / "student.pt").is_file()))
+    def stop_after_epoch_2(metrics, pointer):
+        seen.append((metrics["epoch"], pointer, (run / "student.pt").is_file()))
         if metrics["epoch"] == 2:
             raise Killed  # the process dies right after epoch 2's checkpoint
 
     with pytest.raises(Killed):
-        train_kd(cfg, data, stop_after_epoch_2, run_dir=run, checkpoint_dir=scratch, student_at={1})
-    assert seen == [(1, scratch, True), (2, scratch, True)]
-    assert not (run / "checkpoint.pt").exists() and (scratch / "checkpoint.pt").is_file()
-    state = torch.load(scratch / "checkpoint.pt", weights_only=True)
+        train_kd(cfg, data, stop_after_epoch_2, run_dir=run, save_checkpoint=save, student_at={1})
+    assert [(e, type(p), s) for e, p, s in seen] == [(1, Pointer, True), (2, Pointer, True)]
+    pointer = seen[-1][1]
+    assert pointer.path == run / "checkpoint-e0002.pt" and pointer.epoch == 2
+    assert not (run / "checkpoint.pt").exists() and (run / "checkpoint-e0001.pt").is_file()
+    state = pointer.load()
     assert "teacher" not in state and "opt_t" not in state and state["epoch"] == 2
     epoch1 = torch.load(run / "student.pt", weights_only=True)  # student_at={1}: not rewritten at epoch 2
     assert not all(torch.equal(epoch1[k], v) for k, v in state["student"].items())
@@ -240,8 +246,8 @@ def test_a_sweep_trials_files_frozen_teacher_left_out_and_resume_identical(small
         cfg,
         data,
         run_dir=run,
-        resume=scratch / "checkpoint.pt",
-        checkpoint_dir=scratch,
+        resume=pointer,
+        save_checkpoint=save,
         student_at={1},
         keep_last_checkpoint=False,
     )
@@ -279,3 +285,77 @@ def test_channels_last_gives_the_same_first_step(small):
     nchw = one_step(small, teacher=r18)
     assert nchw["train_loss_feature"] == 0  # logits only (the default): no feature term
     assert nhwc["train_loss"] == pytest.approx(nchw["train_loss"], rel=1e-4)
+
+
+def _keeping_gradients(build):
+    """``build_optimizer`` whose optimisers ignore the ``zero_grad`` right after their ``step``: the
+    gradients live on until the next step's own ``zero_grad``, as before gradients were freed early."""
+    import types
+
+    def make(*args, **kwargs):
+        opt = build(*args, **kwargs)
+        step, zero_grad = opt.step, opt.zero_grad
+        stepped = [False]
+
+        def step_(self, *a, **k):
+            out = step(*a, **k)
+            stepped[0] = True
+            return out
+
+        def zero_grad_(self, set_to_none: bool = True):
+            if stepped[0]:
+                stepped[0] = False
+                return None
+            return zero_grad(set_to_none=set_to_none)
+
+        # bound, as the LR scheduler's own wrapper of step expects
+        opt.step, opt.zero_grad = types.MethodType(step_, opt), types.MethodType(zero_grad_, opt)
+        return opt
+
+    return make
+
+
+def test_gradients_freed_after_each_step_change_nothing(small, tmp_path, monkeypatch):
+    """Each step frees its gradients (memory): the same losses and weights as keeping them, in a run that
+    steps teacher and student in turns (mutual mode, a feature site with adapters)."""
+    import kdseg.train.loop as loop
+
+    root, data = small
+    sections = dict(
+        teacher={"arch": "Unet", "encoder": "resnet18"},
+        student={"arch": "lightweight_unet", "width": 0.25},
+        distill={"mode": "mutual", "sites": ["decoder", "logits"], "alternation": "teacher_student"},
+        train={"epochs": 2, "max_steps_per_epoch": 3},
+    )
+    cfg = validate_config(small_config(root, **sections))
+    grads_left = []
+
+    def no_gradients_between_steps(ctx):
+        nets = (ctx.student, ctx.teacher)
+        grads_left.append(sum(p.grad is not None for net in nets for p in net.parameters()))
+
+    train_kd(cfg, data, run_dir=tmp_path / "freed", hooks=[no_gradients_between_steps])
+    assert grads_left == [0, 0]
+    monkeypatch.setattr(loop, "build_optimizer", _keeping_gradients(loop.build_optimizer))
+    grads_left.clear()
+    train_kd(cfg, data, run_dir=tmp_path / "kept", hooks=[no_gradients_between_steps])
+    assert grads_left[0] > 0  # the old way: the last step's gradients still held at the epoch's end
+    a, b = read_metrics(tmp_path / "freed"), read_metrics(tmp_path / "kept")
+    for key in ("train_loss", "teacher_train_loss", "student_val_miou", "teacher_val_miou"):
+        assert [r[key] for r in a] == [r[key] for r in b], key
+    freed = torch.load(tmp_path / "freed" / "checkpoint.pt", weights_only=True)
+    kept = torch.load(tmp_path / "kept" / "checkpoint.pt", weights_only=True)
+    for part in ("student", "teacher", "objective"):
+        for k, v in freed[part].items():
+            assert torch.equal(v, kept[part][k]), (part, k)
+
+
+def test_the_mmap_threshold_is_fixed_unless_the_user_set_it(monkeypatch):
+    import platform
+
+    from kdseg.train.heap import ENV, fix_mmap_threshold
+
+    monkeypatch.delenv(ENV, raising=False)
+    assert fix_mmap_threshold() is (platform.libc_ver()[0] == "glibc")
+    monkeypatch.setenv(ENV, "65536")
+    assert fix_mmap_threshold() is False  # the user's own setting stands

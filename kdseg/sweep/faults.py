@@ -12,9 +12,10 @@ list; every rule makes the trials it matches fail at a chosen point of training:
 ``times`` caps how often the rule fires per trial over all its attempts (``null``: every attempt);
 ``when`` holds dotted config keys the trial's config must equal. ``raise`` raises
 :class:`InjectedFault` (a ``RuntimeError``, so Ray Tune retries the trial up to ``sweep.max_failures``
-from its last checkpoint); ``corrupt_checkpoint`` first truncates every ``checkpoint.pt`` Ray Tune has
-persisted for the trial, so the retry finds a damaged checkpoint. Counts live in files under
-``SWEEP_DIR/.faults/``, so a retried attempt (a new process, maybe another node) sees them.
+from its last checkpoint); ``corrupt_checkpoint`` first truncates every full checkpoint of the trial
+(the ``run/checkpoint-eNNNN.pt`` files Tune's pointers name), so the retry finds a damaged checkpoint.
+Counts live in files under ``SWEEP_DIR/.faults/``, so a retried attempt (a new process, maybe another
+node) sees them.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from kdseg.layout import FAULTS_DIR, FULL_CHECKPOINT, TUNE_DIR
+from kdseg.layout import EPOCH_CHECKPOINT_GLOB, FAULTS_DIR, FULL_CHECKPOINT, TUNE_DIR
 from kdseg.overrides import get_dotted
 from kdseg.sweep.space import FaultRule
 
@@ -74,6 +75,10 @@ class FaultInjector:
 
     def _corrupt_checkpoints(self) -> None:
 
-        for path in (self.sweep_dir / TUNE_DIR / self.trial_id).glob(f"checkpoint_*/{FULL_CHECKPOINT}"):
+        trial = self.sweep_dir / TUNE_DIR / self.trial_id  # what Tune holds, and what its pointers name
+        for path in [
+            *trial.glob(f"checkpoint_*/{FULL_CHECKPOINT}"),
+            *trial.glob(f"run/{EPOCH_CHECKPOINT_GLOB}"),
+        ]:
             data = path.read_bytes()
             path.write_bytes(data[: len(data) // 2])

@@ -1,8 +1,13 @@
 """The Ray Tune function trainable: one sweep trial = one call of :func:`kdseg.train.train_kd`.
 
 The decoded dataset arrives through ``tune.with_parameters`` (the object store: one copy per node,
-shared read-only by that node's trials). Each epoch's metrics go to ``tune.report`` with the epoch's
-checkpoint folder as a ``tune.Checkpoint``; a restarted trial resumes from ``tune.get_checkpoint()``.
+shared read-only by that node's trials). Each epoch's metrics go to ``tune.report``; at a checkpoint
+epoch the full checkpoint is written once into the trial's run folder (``run/checkpoint-eNNNN.pt``, on the
+sweep's storage) and Tune gets a ``tune.Checkpoint`` of a folder holding only a pointer to it
+(``checkpoint.json``, :class:`kdseg.checkpoint.Pointer`) and ``metrics.jsonl``, so Ray copies no
+weights. The file of the last two reported checkpoints is kept (the newest is registered with Tune
+when ``tune.report`` returns), older ones are removed. A restarted trial resumes from
+``tune.get_checkpoint()``, following its pointer.
 
 Each trial is one W&B run (:class:`kdseg.tracking.WandbRun`: group = sweep name, name = trial id,
 config = the trial's resolved config plus its searched values under ``search``), finished however
@@ -23,8 +28,16 @@ from typing import Any
 import numpy as np
 from ray import tune
 
+from kdseg.checkpoint import (
+    Pointer,
+    prune_epoch_checkpoints,
+    read_pointer,
+    save_epoch_checkpoint,
+    write_pointer,
+)
 from kdseg.errors import CheckpointError
 from kdseg.layout import (
+    CHECKPOINT_POINTER,
     FULL_CHECKPOINT,
     METRICS_FILE,
     STUDENT_CHECKPOINT,
@@ -167,24 +180,30 @@ def run_trial(
     trial_id = trial_id or tune.get_context().get_trial_id()
     # The run folder lives in the sweep folder (shared storage on a cluster), not Ray's local staging dir.
     run_dir = trial_run_dir(Path(sweep_dir), trial_id)
-    resume = None
-    restored = None
+    resume = restored = damaged = None
     done = {"epoch": 0}  # the last epoch this trial has finished (restored or reported)
     recovered: dict[str, str] = {}  # a damaged checkpoint this attempt started again without
     if checkpoint is _FROM_TUNE:
         checkpoint = tune.get_checkpoint()
     if checkpoint is not None:
         restored = Path(tempfile.mkdtemp(prefix="kdseg-restore-"))
-        checkpoint.to_directory(str(restored))
-        if (restored / FULL_CHECKPOINT).exists():
-            resume = restored / FULL_CHECKPOINT
+        checkpoint.to_directory(str(restored))  # a pointer and metrics.jsonl: a few kB
+        try:
+            resume = restored_checkpoint(restored, run_dir)
+        except CheckpointError as e:
+            damaged = e  # an unreadable pointer: handled below as a damaged checkpoint
+        if resume is not None:
             # metrics.jsonl of the restored attempt continues from the checkpoint's epochs
             done["epoch"] = copy_metrics(restored, run_dir)
-        else:  # pruned when the trial finished before a driver crash: run it again from scratch
+        elif (
+            damaged is None
+        ):  # pruned when the trial finished before a driver crash: run it again from scratch
             log.warning(
-                "trial %s: its checkpoint holds no %s; restarting from scratch", trial_id, FULL_CHECKPOINT
+                "trial %s: its checkpoint holds no %s; restarting from scratch", trial_id, CHECKPOINT_POINTER
             )
             drop_metrics(run_dir)
+    # the files of the checkpoints Tune may hold: the one resumed from, then the last two reported
+    pointed: list[str] = [resume.path.name] if isinstance(resume, Pointer) else []
 
     last: dict[str, Any] = {}
     wb = trial_wandb_run(cfg, params, Path(sweep_dir), trial_id, data, run_dir)
@@ -197,7 +216,7 @@ def run_trial(
         "node_id": _node_id(),
     }
 
-    def report(metrics: dict[str, Any], ckpt_dir: Path | None) -> None:
+    def report(metrics: dict[str, Any], pointer: Pointer | None) -> None:
         nonlocal last
         done["epoch"] = int(metrics.get("epoch") or done["epoch"] + 1)
         metrics = {**metrics, **recovered, **static}
@@ -209,13 +228,21 @@ def run_trial(
         if (metrics.get("epoch") or 0) >= cfg.train.epochs:
             wb.finish("completed")  # the last epoch: close the W&B run before Tune ends the trial
         last = scalar_metrics(metrics)
-        if ckpt_dir is None:
+        if pointer is None:
             report_to_tune(last)
             return
-        # the scratch folder Tune copies: checkpoint.pt and the metrics a restored attempt continues from
-        shutil.copyfile(run_dir / METRICS_FILE, Path(ckpt_dir) / METRICS_FILE)
-        report_to_tune(last, checkpoint=checkpoint_type.from_directory(str(ckpt_dir)))
-        (Path(ckpt_dir) / FULL_CHECKPOINT).unlink(missing_ok=True)  # Tune has persisted its copy
+        # what Tune copies: the pointer, and the metrics a restored attempt continues from
+        folder = Path(tempfile.mkdtemp(prefix="kdseg-ckpt-"))
+        try:
+            write_pointer(folder, pointer)
+            shutil.copyfile(run_dir / METRICS_FILE, folder / METRICS_FILE)
+            report_to_tune(last, checkpoint=checkpoint_type.from_directory(str(folder)))
+        finally:
+            shutil.rmtree(folder, ignore_errors=True)
+        # Tune has registered this pointer; the one before stays until the next is (a crash between a
+        # write and its report resumes from the previous pair), older files and orphans go
+        pointed[:] = [*pointed[-1:], pointer.path.name]
+        prune_epoch_checkpoints(run_dir, keep=pointed)
 
     faults = FaultInjector(
         getattr(spec, "faults", None) or [], config_to_dict(cfg), trial_id, Path(sweep_dir)
@@ -223,8 +250,6 @@ def run_trial(
 
     def on_step(step: int, _total: int) -> None:
         faults.on_step(done["epoch"] + 1, step)
-
-    scratch = Path(tempfile.mkdtemp(prefix="kdseg-ckpt-"))  # node-local; Tune copies it to storage
 
     def run(resume_from):
         train_kd(
@@ -237,16 +262,18 @@ def run_trial(
             keep_last_checkpoint=False,
             on_step=on_step if faults else None,
             report_every_process=report_every_process,
-            checkpoint_dir=scratch,
+            save_checkpoint=lambda state, epoch: save_epoch_checkpoint(state, run_dir, epoch),
             student_at=asha_stop_epochs(spec.sweep, cfg.train.epochs),
         )
 
     with wb:
         try:
             try:
+                if damaged is not None:
+                    raise damaged
                 run(resume)
             except CheckpointError as e:
-                if resume is None:
+                if resume is None and damaged is None:
                     raise
                 # a truncated or corrupted checkpoint: say so, and start the trial again from scratch
                 # name the checkpoint as stored (Tune's copy), not the temporary folder it was read from
@@ -268,7 +295,15 @@ def run_trial(
         finally:
             if restored is not None:
                 shutil.rmtree(restored, ignore_errors=True)
-            shutil.rmtree(scratch, ignore_errors=True)
+
+
+def restored_checkpoint(restored: Path, run_dir: Path) -> Pointer | Path | None:
+    """What a restored checkpoint folder resumes from: its pointer (resolved in ``run_dir``), or the
+    ``checkpoint.pt`` it holds (a sweep started before pointers), or None (pruned: start again)."""
+    pointer = read_pointer(restored, run_dir)
+    if pointer is not None:
+        return pointer
+    return restored / FULL_CHECKPOINT if (restored / FULL_CHECKPOINT).exists() else None
 
 
 def asha_stop_epochs(sweep, max_t: int) -> set[int]:
@@ -314,7 +349,8 @@ def _student_cost(cfg, sweep_dir: Path) -> dict[str, float]:
 
 
 class PruneFinishedCheckpoints(tune.Callback):
-    """Drop the full (teacher + student + optimiser) checkpoints of every trial that has finished.
+    """Drop the full (teacher + student + optimiser) checkpoints of every trial that has finished, and
+    the pointers to them (a trial a driver crash makes Tune run again then starts from scratch).
 
     Only an unfinished trial can be resumed, and a full checkpoint of two UNets with Adam state is
     hundreds of MB. A finished trial keeps its run folder: config.yaml, metrics.jsonl, student.pt.
@@ -326,9 +362,11 @@ class PruneFinishedCheckpoints(tune.Callback):
     def _prune(self, trial) -> None:
         ckpt = trial.checkpoint
         if ckpt is not None and ckpt.path and Path(ckpt.path).is_dir():
-            for name in (FULL_CHECKPOINT, STUDENT_CHECKPOINT):  # run/ keeps the student
+            for name in (CHECKPOINT_POINTER, FULL_CHECKPOINT, STUDENT_CHECKPOINT):  # run/ keeps the student
                 (Path(ckpt.path) / name).unlink(missing_ok=True)
-        (trial_run_dir(Path(self.sweep_dir), trial.trial_id) / FULL_CHECKPOINT).unlink(missing_ok=True)
+        run_dir = trial_run_dir(Path(self.sweep_dir), trial.trial_id)
+        (run_dir / FULL_CHECKPOINT).unlink(missing_ok=True)
+        prune_epoch_checkpoints(run_dir)
         from kdseg.sweep.workers import prune_train_checkpoints
 
         prune_train_checkpoints(Path(self.sweep_dir), trial.trial_id)  # a workers trial's (Ray Train's)

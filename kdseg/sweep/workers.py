@@ -16,7 +16,8 @@ kdseg refuses a ``workers`` sweep with it turned off):
   ``torch.distributed``), so the trial trains as under ``torchrun``: sharded batches, averaged gradients,
   exact validation. Each result carries ``workers`` (the world size) and ``worker_nodes`` (the Ray
   nodes the workers run on). Every rank calls ``ray.train.report`` once per epoch (a barrier); rank 0 with the
-  epoch's checkpoint (its ``run/`` folder, which Ray Train copies into the Train run's storage). Rank 0 is
+  epoch's checkpoint: a folder holding a pointer to the full checkpoint it wrote once into ``run/``
+  (:mod:`kdseg.checkpoint`), which Ray Train copies into the Train run's storage. Rank 0 is
   the trial's one writer (``run/``: metrics.jsonl, student.pt, images, its W&B run) and computes the
   trial's result as a one-process trial does (:func:`kdseg.sweep.trainable.run_trial`).
 - rank 0 hands each result to the Tune trial, which reports it to Tune (ASHA, the Optuna searcher, the
@@ -26,9 +27,10 @@ kdseg refuses a ``workers`` sweep with it turned off):
   trial would train one epoch more, and Tune would end the driver while the Train run still held its
   workers' placement group.)
 
-Checkpoints are Ray Train's (``SWEEP/tune/<trial>/train/checkpoint_*``, the latest kept), not Tune's; the
-sweep prunes them when the trial finishes, as it prunes a one-process trial's. The dataset goes to the
-workers through the object store (one ``ray.put`` per trial).
+Checkpoints are Ray Train's (``SWEEP/tune/<trial>/train/checkpoint_*``, the latest kept, each a pointer
+to ``run/checkpoint-eNNNN.pt``), not Tune's; every rank resumes by following the pointer (``run/`` is on the
+sweep's storage, which every node mounts). The sweep prunes them when the trial finishes, as it prunes a
+one-process trial's. The dataset goes to the workers through the object store (one ``ray.put`` per trial).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.errors import CheckpointError, KdsegError
-from kdseg.layout import FULL_CHECKPOINT, STUDENT_CHECKPOINT, TUNE_DIR, trial_run_dir
+from kdseg.layout import CHECKPOINT_POINTER, FULL_CHECKPOINT, STUDENT_CHECKPOINT, TUNE_DIR, trial_run_dir
 
 TRAIN_RUN = "train"  # the Train run's folder in the trial's: SWEEP/tune/<trial>/train
 # The Tune trial only drives the Train run; its workers hold the CPUs and GPUs (Ray's guide). A Tune
@@ -217,7 +219,7 @@ def _drive(params: dict[str, Any], spec, data, sweep_dir: str, report_to_tune) -
 def _report(metrics: dict[str, Any], checkpoint=None) -> None:
     import ray.train
 
-    # the checkpoint is the trial's run/ folder: Ray Train copies it, and must not delete it
+    # the checkpoint is a pointer's temporary folder, which run_trial removes once the report returns
     ray.train.report(metrics, checkpoint=checkpoint, delete_local_checkpoint_after_upload=False)
 
 
@@ -291,17 +293,20 @@ def _follow(config: dict[str, Any], data: Any, checkpoint) -> None:
     (a damaged checkpoint: again from scratch; a divergence: one last report)."""
     from kdseg.sweep.space import trial_config
     from kdseg.sweep.teacher_stage import fill_teacher
+    from kdseg.sweep.trainable import restored_checkpoint
     from kdseg.train import Diverged, train_kd
 
     sweep_dir = config["sweep_dir"]
     cfg = fill_teacher(trial_config(config["spec"], config["params"]), sweep_dir)
     run_dir = trial_run_dir(Path(sweep_dir), config["trial_id"])  # written by rank 0 only
-    restored = resume = None
+    restored = resume = damaged = None
     if checkpoint is not None:
         restored = Path(tempfile.mkdtemp(prefix="kdseg-restore-"))
         checkpoint.to_directory(str(restored))
-        if (restored / FULL_CHECKPOINT).exists():
-            resume = restored / FULL_CHECKPOINT
+        try:
+            resume = restored_checkpoint(restored, run_dir)  # the pointer rank 0 follows too
+        except CheckpointError as e:
+            damaged = e
 
     def report(metrics: dict[str, Any], _ckpt_dir=None) -> None:
         _report({"epoch": metrics.get("epoch")})
@@ -320,9 +325,11 @@ def _follow(config: dict[str, Any], data: Any, checkpoint) -> None:
 
     try:
         try:
+            if damaged is not None:
+                raise damaged
             run(resume)
         except CheckpointError:
-            if resume is None:
+            if resume is None and damaged is None:
                 raise
             run(None)
     except Diverged:
@@ -333,7 +340,8 @@ def _follow(config: dict[str, Any], data: Any, checkpoint) -> None:
 
 
 def prune_train_checkpoints(sweep_dir: Path, trial_id: str) -> None:
-    """Drop the full and student checkpoints of a finished trial's Train run (run/ keeps the student)."""
+    """Drop the pointers, full and student checkpoints of a finished trial's Train run (run/ keeps the
+    student; the files the pointers name are pruned with the trial's run/)."""
     for ckpt in train_run_dir(sweep_dir, trial_id).glob("checkpoint_*/"):
-        for name in (FULL_CHECKPOINT, STUDENT_CHECKPOINT):
+        for name in (CHECKPOINT_POINTER, FULL_CHECKPOINT, STUDENT_CHECKPOINT):
             (ckpt / name).unlink(missing_ok=True)
