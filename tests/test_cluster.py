@@ -127,6 +127,8 @@ def test_plan_ships_project_without_outputs_data_or_credentials(tmp_path):
     assert str((tmp_path / "shared").resolve()) in plan.entrypoint
     assert "--address auto" in plan.entrypoint and "--set sweep.num_samples=4" in plan.entrypoint
     assert plan.runtime_env["env_vars"]["A"] == "1"
+    # trial actors on the cluster wait long enough for a finished trial's teardown before reuse
+    assert float(plan.runtime_env["env_vars"]["TUNE_FUNCTION_THREAD_TIMEOUT_S"]) >= 30
     assert plan.metadata == {
         "kdseg_sweep": "space",
         "kdseg_out": str(tmp_path / "shared"),

@@ -71,3 +71,18 @@ def test_wandb_proto_record_has_the_fields_the_offline_reader_reads() -> None:
     run = pb.RunRecord()
     for name in ("run_id", "project", "run_group", "display_name", "config"):
         assert name in run.DESCRIPTOR.fields_by_name, f"wandb.proto RunRecord lost {name!r}"
+
+
+def test_tune_still_reads_the_thread_timeout_kdseg_gives_trial_actors() -> None:
+    """kdseg raises Tune's 2 s wait for a finished trial's thread before an actor is reused
+    (ray_private.trial_actor_env): the variable must still be what FunctionTrainable.reset_config reads."""
+    import inspect
+
+    from ray.tune.trainable.function_trainable import FunctionTrainable
+
+    from kdseg.sweep.ray_private import THREAD_TIMEOUT_ENV, trial_actor_env
+
+    assert THREAD_TIMEOUT_ENV in inspect.getsource(FunctionTrainable.reset_config), (
+        f"ray's FunctionTrainable.reset_config no longer reads {THREAD_TIMEOUT_ENV}"
+    )
+    assert float(trial_actor_env()[THREAD_TIMEOUT_ENV]) >= 30

@@ -43,6 +43,7 @@ from typing import Any
 
 from kdseg.cluster.upload import DEFAULT_EXCLUDES, find_excludes, find_project_root, inside_project, preflight
 from kdseg.errors import ConfigError
+from kdseg.sweep.ray_private import trial_actor_env
 from kdseg.sweep.shared_path import check_sweep_root
 
 # Where a job's sweep writes when --out is not given: the cluster's $KDSEG_RUNS, else ~/kdseg-runs.
@@ -106,7 +107,7 @@ def plan_job(
     out_arg = CLUSTER_OUT if out is None else str(Path(out).expanduser().absolute())
     space_rel, overrides, left_out = _without_password(space_path, space_rel, overrides)
     all_excludes = [*DEFAULT_EXCLUDES, *find_excludes(root), *excludes, *left_out]
-    env_vars = {"PYTHONUNBUFFERED": "1", **_env_vars(env)}
+    env_vars = {"PYTHONUNBUFFERED": "1", **trial_actor_env(), **_env_vars(env)}
     runtime_env: dict[str, Any] = {"working_dir": str(root), "excludes": all_excludes, "env_vars": env_vars}
 
     argv = ["kdseg-sweep", space_rel, "--name", name, "--address", "auto"]

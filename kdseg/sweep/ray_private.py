@@ -3,7 +3,8 @@
 ``HonestOptunaSearch`` (kdseg.sweep.study) extends Ray's ``OptunaSearch`` and needs its private state;
 ``ProtectFinish`` (kdseg.sweep.trainable) wraps the train session's ``finish``; ``workers`` sweeps
 (kdseg.sweep.workers) ask whether Ray Train V2 is on; ``kdseg resume`` reads Tune's staging copy of a
-state file a full disk cut short (:func:`staged_tune_state`). These names are not a
+state file a full disk cut short (:func:`staged_tune_state`); trial actors get Tune's thread timeout
+(:func:`trial_actor_env`). These names are not a
 public API: pyproject.toml pins the versions they were checked against, and
 ``tests/test_private_api.py`` fails loudly, naming the attribute, when an upgrade changes one.
 """
@@ -13,6 +14,21 @@ from __future__ import annotations
 import os
 from pathlib import Path
 from typing import Any
+
+# Ray Tune reuses a trial's actor for the next trial (reuse_actors) only if the finished trial's thread
+# ends within this many seconds (FunctionTrainable.reset_config reads the variable in the actor; Ray's
+# default is 2). A kdseg trial's teardown (W&B finish, checkpoint pruning, release_memory) can take longer
+# on a busy machine, and a failed reuse errors the next trial ("Trainable runner reuse requires
+# reset_config() ..."). Set in the environment the trial actors inherit: the driver's before a local
+# ray.init, a submitted job's runtime_env env_vars.
+THREAD_TIMEOUT_ENV = "TUNE_FUNCTION_THREAD_TIMEOUT_S"
+THREAD_TIMEOUT_S = "60"
+
+
+def trial_actor_env() -> dict[str, str]:
+    """Environment variables kdseg's trial actors need (a value already set wins)."""
+    return {THREAD_TIMEOUT_ENV: os.environ.get(THREAD_TIMEOUT_ENV, THREAD_TIMEOUT_S)}
+
 
 # Ray Tune's OptunaSearch (ray/tune/search/optuna/optuna_search.py), checked with ray 2.60
 SEARCHER_ATTRS = ("_ot_study", "_ot_trials", "_completed_trials", "_space")

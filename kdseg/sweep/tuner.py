@@ -18,6 +18,9 @@ def _init_ray(address: str | None, verbose: bool) -> None:
     # Save the experiment state every second (Tune's default is >= 10 s): a killed driver then
     # loses at most a second of bookkeeping, and a resume reruns (almost) nothing that had finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    from kdseg.sweep.ray_private import trial_actor_env
+
+    os.environ.update(trial_actor_env())  # before a local ray.init: its workers inherit this environment
     if not verbose:
         os.environ.setdefault("RAY_DEDUP_LOGS", "1")
         for name in ("ray", "ray.tune", "ray.train"):
