@@ -82,7 +82,7 @@ def write_space(folder: Path, root: Path, args) -> Path:
 
 def record_results() -> list[dict[str, Any]]:
     """Wrap the driver-side callback's ``on_trial_result`` (this process only); returns the list it fills."""
-    import kdseg.sweep.trainable as kt
+    import kdseg.sweep.callbacks as kt
 
     seen: list[dict[str, Any]] = []
     original = kt.ReportRecoveries.on_trial_result

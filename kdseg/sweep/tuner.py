@@ -76,11 +76,11 @@ def _describe(spec):
 def _tuner(plan: SweepPlan, data, restore: bool):
     from ray import tune
 
+    from kdseg.sweep.callbacks import PruneFinishedCheckpoints, ReportRecoveries
     from kdseg.sweep.optuna_storage import open_storage
     from kdseg.sweep.progress import LiveTrialTable
     from kdseg.sweep.space import control_params, controls, initial_points, to_tune_space
     from kdseg.sweep.study import make_searcher
-    from kdseg.sweep.trainable import PruneFinishedCheckpoints, ReportRecoveries
     from kdseg.sweep.workers import default_concurrency, uses_workers
 
     spec = plan.spec
