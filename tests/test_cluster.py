@@ -264,13 +264,9 @@ class RayHead:
         )
 
 
-@pytest.fixture(scope="module")
-def ray_head():
-    """A Ray head on 127.0.0.1 with the dashboard (Jobs API), 2 CPUs, its own temp dir and token."""
-    temp_dir = Path(tempfile.mkdtemp(prefix="kdray", dir="/tmp"))  # short: Ray's socket paths are limited
-    token_file = temp_dir / "auth_token"
-    token_file.write_text(secrets.token_hex(32))
-    p = _free_ports(10)
+def ray_node_env(token_file: Path) -> dict[str, str]:
+    """The environment of a Ray node the tests start: token auth from ``token_file``, no usage stats, W&B
+    offline, and no inherited ``RAY_ADDRESS`` (it must not join another cluster)."""
     env = {
         **os.environ,
         "RAY_AUTH_MODE": "token",
@@ -279,6 +275,17 @@ def ray_head():
         "WANDB_MODE": "offline",
     }
     env.pop("RAY_ADDRESS", None)
+    return env
+
+
+@pytest.fixture(scope="module")
+def ray_head():
+    """A Ray head on 127.0.0.1 with the dashboard (Jobs API), 2 CPUs, its own temp dir and token."""
+    temp_dir = Path(tempfile.mkdtemp(prefix="kdray", dir="/tmp"))  # short: Ray's socket paths are limited
+    token_file = temp_dir / "auth_token"
+    token_file.write_text(secrets.token_hex(32))
+    p = _free_ports(10)
+    env = ray_node_env(token_file)
     cmd = [
         "ray", "start", "--head", "--node-ip-address", "127.0.0.1", "--port", p[0],
         "--include-dashboard", "true", "--dashboard-host", "127.0.0.1", "--dashboard-port", p[1],

@@ -33,7 +33,7 @@ from pathlib import Path
 import pytest
 
 from tests.sweeps import check_consistent
-from tests.test_cluster import RayHead, _free_ports, _wait_for_jobs_api, make_project
+from tests.test_cluster import RayHead, _free_ports, _wait_for_jobs_api, make_project, ray_node_env
 
 pytestmark = [
     pytest.mark.multinode,
@@ -80,14 +80,7 @@ def cluster():
     worker_dir = Path(tempfile.mkdtemp(prefix="kdmw", dir="/tmp"))
     token_file = head_dir / "auth_token"
     token_file.write_text(secrets.token_hex(32))
-    env = {
-        **os.environ,
-        "RAY_AUTH_MODE": "token",
-        "RAY_AUTH_TOKEN_PATH": str(token_file),
-        "RAY_USAGE_STATS_ENABLED": "0",
-        "WANDB_MODE": "offline",
-    }
-    env.pop("RAY_ADDRESS", None)
+    env = ray_node_env(token_file)
     p = _free_ports(17)
     gcs = f"127.0.0.1:{p[0]}"
     nodes: list[RayHead] = []
