@@ -27,6 +27,7 @@ It imports nothing of kdseg, so any layer may use it::
       student.pt                   the student's state_dict            STUDENT_CHECKPOINT
       checkpoint.pt                everything needed to resume         FULL_CHECKPOINT
       checkpoint-eNNNN.pt          a sweep trial's, after epoch N      epoch_checkpoint()
+      .tune-report/                what a sweep trial hands Tune       REPORT_STAGING_DIR
       eval_<split>.json            kdseg eval                          eval_file()
       images/classes.json          class names and colours of images/  IMAGES_DIR, CLASSES_FILE
 """
@@ -63,6 +64,7 @@ STUDENT_CHECKPOINT = "student.pt"  # the student's state_dict alone: what gets d
 FULL_CHECKPOINT = "checkpoint.pt"  # everything needed to resume a run
 EPOCH_CHECKPOINT_GLOB = "checkpoint-e*.pt"  # a sweep trial's full checkpoints (epoch_checkpoint)
 CHECKPOINT_POINTER = "checkpoint.json"  # what a sweep trial reports to Tune: names one of them
+REPORT_STAGING_DIR = ".tune-report"  # a sweep trial's folder for the pointer Tune copies at each report
 IMAGES_DIR = "images"
 CLASSES_FILE = "classes.json"
 

@@ -21,7 +21,14 @@ from kdseg.checkpoint import (
     write_pointer,
 )
 from kdseg.errors import CheckpointError
-from kdseg.layout import CHECKPOINT_POINTER, FULL_CHECKPOINT, METRICS_FILE, read_metrics
+from kdseg.layout import (
+    CHECKPOINT_POINTER,
+    FULL_CHECKPOINT,
+    METRICS_FILE,
+    REPORT_STAGING_DIR,
+    read_metrics,
+    trial_run_dir,
+)
 
 
 def _saved(tmp_path: Path, epoch: int = 3) -> tuple[Path, Pointer, Path]:
@@ -100,6 +107,7 @@ class FakeTune:
         self.storage, self.fail_at = storage, fail_at
         self.results: list[dict] = []
         self.checkpoints: list[Path] = []
+        self.sources: list[Path] = []  # the folders the trial handed over
         tune = self
 
         class Checkpoint:
@@ -109,6 +117,7 @@ class FakeTune:
             @classmethod
             def from_directory(cls, path: str):
                 dest = tune.storage / f"checkpoint_{len(tune.checkpoints):06d}"
+                tune.sources.append(Path(path))
                 shutil.copytree(path, dest)
                 return cls(str(dest))
 
@@ -182,6 +191,8 @@ def test_a_trial_reports_pointers_and_resumes_after_a_crash_between_write_and_re
         _run(trial, tune)
     run = trial[2] / "tune" / "t1" / "run"
     assert [r["epoch"] for r in tune.results] == [1, 2]
+    # handed over from the trial's run folder (not /tmp: a stopped trial may never clean up), then removed
+    assert set(tune.sources) == {run / REPORT_STAGING_DIR} and not (run / REPORT_STAGING_DIR).exists()
     # what Ray copied: a pointer and metrics.jsonl, no weights
     assert sorted(p.name for p in tune.checkpoints[-1].iterdir()) == [CHECKPOINT_POINTER, METRICS_FILE]
     # epoch 3's file was written, its report never registered: the last pointer's file is still there
@@ -212,3 +223,19 @@ def test_a_pointer_to_a_missing_file_restarts_the_trial_and_says_so(tmp_path, tr
     assert "restarted from scratch" in note and "checkpoint-e0002.pt" in note and "does not exist" in note
     assert str(tune.checkpoints[-1]) in note  # the checkpoint as Tune stores it, not a temporary copy
     assert [r["epoch"] for r in read_metrics(run)] == [1, 2, 3, 4]
+
+
+def test_a_finished_trials_staging_folder_is_removed(tmp_path):
+    """A trial that Tune stops exits inside its report: the driver's callback removes what it left."""
+    from types import SimpleNamespace
+
+    from kdseg.sweep.callbacks import PruneFinishedCheckpoints
+
+    run = trial_run_dir(tmp_path, "t1")
+    (run / REPORT_STAGING_DIR).mkdir(parents=True)
+    (run / REPORT_STAGING_DIR / CHECKPOINT_POINTER).write_text("{}")
+    (run / "student.pt").write_bytes(b"weights")
+    PruneFinishedCheckpoints(str(tmp_path)).on_trial_complete(
+        0, [], SimpleNamespace(trial_id="t1", checkpoint=None)
+    )
+    assert [p.name for p in run.iterdir()] == ["student.pt"]

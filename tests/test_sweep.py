@@ -12,6 +12,7 @@ import optuna
 import pytest
 import yaml
 
+from kdseg.layout import REPORT_STAGING_DIR
 from kdseg.sweep.ranking import read_leaderboard_csv
 from tests.conftest import tiny_config
 from tests.sweeps import check_consistent, write_space, write_split_synth
@@ -35,6 +36,8 @@ def test_sweep_end_to_end_export_reproduces(tiny_sweep, kdseg, tmp_path):
         # finished trials drop their full checkpoints, and Tune's pointers to them
         assert not (run / "checkpoint.pt").exists() and not list(run.glob("checkpoint-e*.pt"))
         assert not list(run.parent.glob("checkpoint_*/checkpoint.json"))
+        # nor the folder a report hands Tune, also of a trial ASHA stopped inside its report
+        assert not (run / REPORT_STAGING_DIR).exists()
 
     # export + train reproduce the winner's val mIoU (same data, same seed)
     exported = tmp_path / "winner.yaml"

@@ -3,12 +3,19 @@ an unfinished trial needs, :class:`ReportRecoveries` tells the console about tri
 
 from __future__ import annotations
 
+import shutil
 from pathlib import Path
 
 from ray import tune
 
 from kdseg.checkpoint import prune_epoch_checkpoints
-from kdseg.layout import CHECKPOINT_POINTER, FULL_CHECKPOINT, STUDENT_CHECKPOINT, trial_run_dir
+from kdseg.layout import (
+    CHECKPOINT_POINTER,
+    FULL_CHECKPOINT,
+    REPORT_STAGING_DIR,
+    STUDENT_CHECKPOINT,
+    trial_run_dir,
+)
 
 
 class PruneFinishedCheckpoints(tune.Callback):
@@ -30,6 +37,7 @@ class PruneFinishedCheckpoints(tune.Callback):
         run_dir = trial_run_dir(Path(self.sweep_dir), trial.trial_id)
         (run_dir / FULL_CHECKPOINT).unlink(missing_ok=True)
         prune_epoch_checkpoints(run_dir)
+        shutil.rmtree(run_dir / REPORT_STAGING_DIR, ignore_errors=True)  # left by a trial stopped in a report
         from kdseg.sweep.workers import prune_train_checkpoints
 
         prune_train_checkpoints(Path(self.sweep_dir), trial.trial_id)  # a workers trial's (Ray Train's)

@@ -40,6 +40,7 @@ from kdseg.layout import (
     CHECKPOINT_POINTER,
     FULL_CHECKPOINT,
     METRICS_FILE,
+    REPORT_STAGING_DIR,
     copy_metrics,
     drop_metrics,
     trial_run_dir,
@@ -230,8 +231,12 @@ def run_trial(
         if pointer is None:
             report_to_tune(last)
             return
-        # what Tune copies: the pointer, and the metrics a restored attempt continues from
-        folder = Path(tempfile.mkdtemp(prefix="kdseg-ckpt-"))
+        # what Tune copies: the pointer, and the metrics a restored attempt continues from. In the run
+        # folder, not /tmp: a trial that Tune stops exits inside the report, so `finally` may never run
+        # (the folder then goes when the trial has finished: callbacks.PruneFinishedCheckpoints)
+        folder = run_dir / REPORT_STAGING_DIR
+        shutil.rmtree(folder, ignore_errors=True)
+        folder.mkdir()
         try:
             write_pointer(folder, pointer)
             shutil.copyfile(run_dir / METRICS_FILE, folder / METRICS_FILE)
