@@ -86,3 +86,23 @@ def test_tune_still_reads_the_thread_timeout_kdseg_gives_trial_actors() -> None:
         f"ray's FunctionTrainable.reset_config no longer reads {THREAD_TIMEOUT_ENV}"
     )
     assert float(trial_actor_env()[THREAD_TIMEOUT_ENV]) >= 30
+
+
+def test_smp_imports_without_wandb_and_wandb_still_imports_after() -> None:
+    """kdseg/models/smp_import.py: timm's ``try: import wandb`` is skipped while smp is imported."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from kdseg.models.smp_import import import_smp\n"
+        "smp = import_smp()\n"
+        "assert smp.create_model('Unet', encoder_name='resnet18', encoder_weights=None, classes=3)\n"
+        "assert 'wandb' not in sys.modules, 'smp/timm imported wandb'\n"
+        "assert import_smp() is smp\n"
+        "import wandb\n"
+        "assert wandb.init and wandb.Image, 'wandb not importable after smp'\n"
+        "print('ok')\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]

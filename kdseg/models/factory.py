@@ -57,7 +57,9 @@ def _key(role: str | None, field: str) -> str:
 
 
 def _build_smp(cfg: ModelConfig, num_classes: int, role: str | None) -> nn.Module:
-    import segmentation_models_pytorch as smp
+    from kdseg.models.smp_import import import_smp
+
+    smp = import_smp()  # lazy: seconds (torch, timm)
 
     download = cfg.weights == "imagenet"
     try:

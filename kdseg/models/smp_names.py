@@ -51,7 +51,9 @@ def check_arch(name: str, own: tuple[str, ...]) -> str:
     """``name`` if it is one of ``own`` or an smp architecture (or the check is deferred); else ValueError."""
     if name in own or _smp_check_deferred():
         return name
-    import segmentation_models_pytorch as smp  # lazy: heavy import
+    from kdseg.models.smp_import import import_smp
+
+    smp = import_smp()  # lazy: seconds (torch, timm)
 
     if name.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
         known = sorted(a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values()) + list(own)
@@ -63,7 +65,9 @@ def check_encoder(name: str, own_arch: bool) -> str:
     """``name`` if it is an smp encoder, a timm one (``tu-NAME``), or ignored (``own_arch``); else ValueError."""
     if own_arch or name.startswith("tu-") or _smp_check_deferred():
         return name
-    import segmentation_models_pytorch as smp
+    from kdseg.models.smp_import import import_smp
+
+    smp = import_smp()  # lazy: seconds (torch, timm)
 
     names = smp.encoders.get_encoder_names()
     if name not in names:
