@@ -211,3 +211,37 @@ def test_sweep_summary_commands_stay_whole_at_80_columns(tmp_path, monkeypatch) 
     assert "report: kdseg report runs/quickstart-20261201-154000" in lines
     assert "best config: runs/quickstart-20261201-154000/best_config.yaml" in lines
     assert all(len(line) <= 80 for line in lines)
+
+
+def test_a_controls_label_wraps_after_its_colon_at_80_columns() -> None:
+    """The quickstart's leaderboard: a control's label ``baseline:<student>`` is one word to a terminal;
+    it breaks after the colon, so the student's name stays whole."""
+    students = ["Unet/resnet18", "lightweight_unet@0.5"]
+    rows = [
+        {
+            "trial_id": f"741cd0e{i}",
+            "status": "completed",
+            "teacher": "Unet/resnet34",
+            "student": s,
+            "label": label,
+            "temperature": t,
+            "alpha": a,
+            "student_params": p,
+            "val_miou": v,
+            "epochs": 4,
+        }
+        for i, (s, label, t, a, p, v) in enumerate(
+            [
+                (students[0], "r34-r18", 4.0, 0.5, 14_328_000, 0.128),
+                (students[0], f"baseline:{students[0]}", None, None, 14_328_000, 0.110),
+                (students[1], f"baseline:{students[1]}", None, None, 300_000, 0.054),
+                (students[1], "r34-lwunet0.5", 2.5, 0.7, 300_000, 0.026),
+            ]
+        )
+    ]
+    for r in rows:
+        r["mode"] = "none" if r["label"].startswith("baseline") else "online"
+        r["kd_gain"] = None if r["mode"] == "none" else 0.018
+    lines = render(render_leaderboard(build_leaderboard(rows, "iou_per_mparam", max_t=4)))
+    assert "baseline:" in "\n".join(lines)
+    assert_whole(lines, students + ["r34-lwunet0.5"])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping, Sequence
 from typing import Any
 
@@ -53,7 +54,8 @@ def render_leaderboard(
             (
                 str(r.get("trial_id", "")),
                 status,
-                str(r.get("label") or pair) if labels else pair,
+                # "baseline:Unet/resnet18" wraps after its colon rather than inside a name
+                re.sub(r":(?=\S)", ": ", str(r.get("label") or pair)) if labels else pair,
                 _fmt(r.get("temperature"), ".2f"),
                 _fmt(r.get("alpha"), ".2f"),
                 *([str(r.get("distill_site") or "-").replace("+", "+ ")] if sites else []),
