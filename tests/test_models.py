@@ -20,6 +20,7 @@ from kdseg.models import (
     feature_shapes,
 )
 from kdseg.models.lightweight_unet import scaled_channels
+from tests.conftest import REPO
 
 NUM_CLASSES = 13
 SIZE = 64
@@ -433,3 +434,39 @@ def test_imagenet_offline_fcn(tmp_path, monkeypatch):
     msg = str(e.value)
     assert msg.startswith("student.weights:") and "resnet50" in msg and "offline" in msg
     assert "student.weights: null" in msg
+
+
+def test_the_known_smp_names_are_the_installed_smps() -> None:
+    """kdseg/models/smp_known.py (what lets a driver and a refused config skip importing smp) holds
+    exactly the installed smp's architectures and encoders; another smp version: rewrite it."""
+    from importlib.metadata import version
+
+    from kdseg.models import smp_known
+    from kdseg.models.smp_import import import_smp
+    from kdseg.models.smp_names import known_names
+
+    installed = version("segmentation_models_pytorch")
+    assert smp_known.SMP_VERSION == installed, (
+        f"smp_known.py is for smp {smp_known.SMP_VERSION}, {installed} is installed (names are then checked "
+        "by importing smp): run python -m kdseg.models.smp_names"
+    )
+    smp = import_smp()
+    assert known_names() is smp_known
+    assert smp_known.ARCHITECTURES == {k: v.__name__ for k, v in smp.MODEL_ARCHITECTURES_MAPPING.items()}
+    assert smp_known.ENCODERS == set(smp.encoders.get_encoder_names())
+
+
+def test_a_config_of_known_smp_names_loads_without_importing_smp_or_torch() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from kdseg.config import load_config\n"
+        f"cfg = load_config({str(REPO / 'experiments' / 'quickstart_synth.yaml')!r}, "
+        "['teacher.arch=UnetPlusPlus', 'student.arch=FPN', 'student.encoder=mobilenet_v2'])\n"
+        "assert cfg.student.encoder == 'mobilenet_v2'\n"
+        "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'timm') if m in sys.modules))\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)
+    assert out.returncode == 0 and out.stdout.strip() == "[]", out.stdout + out.stderr[-2000:]

@@ -1,9 +1,16 @@
-"""smp's architecture and encoder names, checked last.
+"""smp's architecture and encoder names, checked last, and without importing smp when they are known.
 
-Checking them needs ``import segmentation_models_pytorch`` (torch, timm: seconds). ``load_config`` and
-the space loader are wrapped in :func:`model_names_checked_last`: a first pass skips (and notes) these
-checks, so that a config wrong anywhere else is refused without that import; a second pass runs them
-only when the first one succeeded and skipped one. The messages are those of one plain pass.
+Checking them needs ``import segmentation_models_pytorch`` (torch, timm: 4 to 10 s). Two things keep
+that off the path of a sweep's driver and of a refused config:
+
+- ``kdseg/models/smp_known.py`` lists the names of one smp version; when that version is the installed one,
+  a name it holds is accepted without the import (anything else, or another smp version: the import and
+  smp's own lists decide, with the same messages). ``python -m kdseg.models.smp_names`` rewrites it for
+  the installed smp; ``tests/test_models.py`` fails when it and smp disagree.
+- ``load_config`` and the space loader are wrapped in :func:`model_names_checked_last`: a first pass skips
+  (and notes) these checks, so that a config wrong anywhere else is refused without that import; a second
+  pass runs them only when the first one succeeded and skipped one. The messages are those of one plain
+  pass.
 """
 
 from __future__ import annotations
@@ -11,6 +18,7 @@ from __future__ import annotations
 import contextvars
 import functools
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 _SMP_DEFERRED: contextvars.ContextVar[list[bool] | None] = contextvars.ContextVar(
@@ -47,9 +55,25 @@ def model_names_checked_last(fn: Callable) -> Callable:
     return wrapper
 
 
+def known_names():
+    """:mod:`kdseg.models.smp_known` when it was written for the installed smp, else None."""
+    from importlib.metadata import PackageNotFoundError, version
+
+    from kdseg.models import smp_known
+
+    try:
+        installed = version("segmentation_models_pytorch")
+    except PackageNotFoundError:
+        return None
+    return smp_known if smp_known.SMP_VERSION == installed else None
+
+
 def check_arch(name: str, own: tuple[str, ...]) -> str:
     """``name`` if it is one of ``own`` or an smp architecture (or the check is deferred); else ValueError."""
     if name in own or _smp_check_deferred():
+        return name
+    known = known_names()
+    if known is not None and name.lower() in known.ARCHITECTURES:
         return name
     from kdseg.models.smp_import import import_smp
 
@@ -65,6 +89,9 @@ def check_encoder(name: str, own_arch: bool) -> str:
     """``name`` if it is an smp encoder, a timm one (``tu-NAME``), or ignored (``own_arch``); else ValueError."""
     if own_arch or name.startswith("tu-") or _smp_check_deferred():
         return name
+    known = known_names()
+    if known is not None and name in known.ENCODERS:
+        return name
     from kdseg.models.smp_import import import_smp
 
     smp = import_smp()  # lazy: seconds (torch, timm)
@@ -76,3 +103,43 @@ def check_encoder(name: str, own_arch: bool) -> str:
         hint = f"; similar: {', '.join(close)}" if close else "; or any timm encoder as 'tu-NAME'"
         raise ValueError(f"unknown encoder {name!r}{hint}")
     return name
+
+
+def write_known(path: Path | None = None) -> Path:
+    """Write ``smp_known.py`` (default: beside this module) from the installed smp's own lists."""
+    import json
+    from importlib.metadata import version
+
+    from kdseg.models.smp_import import import_smp
+
+    smp = import_smp()
+    archs = {k: v.__name__ for k, v in sorted(smp.MODEL_ARCHITECTURES_MAPPING.items())}
+    encoders = sorted(smp.encoders.get_encoder_names())
+    path = path or Path(__file__).with_name("smp_known.py")
+    lines = [
+        '"""smp\'s architecture and encoder names, for :mod:`kdseg.models.smp_names` (no smp import needed).',
+        "",
+        "Written by ``python -m kdseg.models.smp_names`` from the installed smp; used only when that is",
+        "SMP_VERSION. Do not edit by hand.",
+        '"""',
+        "",
+        f"SMP_VERSION = {json.dumps(version('segmentation_models_pytorch'))}",
+        "",
+        "# lower-case name (what smp.create_model matches) -> class name",
+        "ARCHITECTURES = {",
+        *[f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in archs.items()],
+        "}",
+        "",
+        "ENCODERS = frozenset(",
+        "    {",
+        *[f"        {json.dumps(e)}," for e in encoders],
+        "    }",
+        ")",
+        "",
+    ]
+    path.write_text("\n".join(lines))
+    return path
+
+
+if __name__ == "__main__":
+    print(f"wrote {write_known()}")
