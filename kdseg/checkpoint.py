@@ -23,13 +23,14 @@ from collections.abc import Collection, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
-
-import torch
+from typing import TYPE_CHECKING, Any
 
 from kdseg.errors import CheckpointError
 from kdseg.fileio import atomic_write
 from kdseg.layout import CHECKPOINT_POINTER, EPOCH_CHECKPOINT_GLOB, epoch_checkpoint
+
+if TYPE_CHECKING:  # torch is imported by the functions that save and load: a sweep's driver needs none
+    import torch
 
 
 def save_atomic(obj: Any, path: str | os.PathLike, fsync: bool = True, crc32: bool = True) -> Path:
@@ -40,6 +41,8 @@ def save_atomic(obj: Any, path: str | os.PathLike, fsync: bool = True, crc32: bo
     the zip records' CRC32s, most of ``torch.save``'s time for large states (measured: about 4x
     faster for 444 MB); ``torch.load`` never checks them, and a truncated file still fails to load.
     """
+    import torch
+
     with atomic_write(path, "wb", fsync=fsync) as f, _crc32(crc32):
         torch.save(obj, f)
     return Path(path)
@@ -47,6 +50,8 @@ def save_atomic(obj: Any, path: str | os.PathLike, fsync: bool = True, crc32: bo
 
 @contextmanager
 def _crc32(enabled: bool) -> Iterator[None]:
+    import torch
+
     before = torch.serialization.get_crc32_options()
     torch.serialization.set_crc32_options(enabled)
     try:
@@ -57,6 +62,8 @@ def _crc32(enabled: bool) -> Iterator[None]:
 
 def load_checkpoint(path: str | os.PathLike, map_location: str | torch.device = "cpu") -> Any:
     """Load a checkpoint safely; a missing, truncated or foreign file is a CheckpointError."""
+    import torch
+
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"{path}: checkpoint not found")

@@ -94,7 +94,6 @@ def trial_models(spec: Any) -> list[tuple[str, Any, int, str]]:
 def check_models(spec: Any) -> None:
     """Build each distinct teacher/student once (weights-only loads, shape checks, downloads)."""
     from kdseg.errors import CheckpointError, WeightsError
-    from kdseg.models import build_model
 
     src = spec.source or "sweep"
     for role, m, num_classes, where in trial_models(spec):
@@ -102,6 +101,8 @@ def check_models(spec: Any) -> None:
             m = m.model_copy(update={"checkpoint": None})
         if m.checkpoint is None and m.weights is None:
             continue  # random initialisation cannot fail for want of a file
+        from kdseg.models import build_model  # torch and smp: only when a model loads a file
+
         try:
             build_model(m, num_classes, role=role)
         except (CheckpointError, WeightsError) as e:

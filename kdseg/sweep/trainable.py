@@ -45,7 +45,6 @@ from kdseg.layout import (
     drop_metrics,
     trial_run_dir,
 )
-from kdseg.train import Diverged, train_kd
 
 log = logging.getLogger(__name__)
 
@@ -175,6 +174,7 @@ def run_trial(
     from kdseg.sweep.selection import score_metrics
     from kdseg.sweep.space import describe_trial, trial_config, trial_label
     from kdseg.sweep.teacher_stage import fill_teacher
+    from kdseg.train import Diverged, train_kd
 
     cfg = fill_teacher(trial_config(spec, params), sweep_dir)  # teacher.checkpoint: train -> its student.pt
     trial_id = trial_id or tune.get_context().get_trial_id()

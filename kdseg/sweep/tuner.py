@@ -18,6 +18,9 @@ def _init_ray(address: str | None, verbose: bool) -> None:
     # Save the experiment state every second (Tune's default is >= 10 s): a killed driver then
     # loses at most a second of bookkeeping, and a resume reruns (almost) nothing that had finished.
     os.environ.setdefault("TUNE_GLOBAL_CHECKPOINT_S", "1")
+    # Tune's own loggers are given explicitly (_tuner: result.json, progress.csv), not TensorBoard's: its
+    # tensorboardX imports torch into the driver (2 s, 400 MB) for event files nothing here reads
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     from kdseg.sweep.ray_private import trial_actor_env
 
     os.environ.update(trial_actor_env())  # before a local ray.init: its workers inherit this environment
@@ -75,6 +78,7 @@ def _describe(spec):
 
 def _tuner(plan: SweepPlan, data, restore: bool):
     from ray import tune
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback
 
     from kdseg.sweep.callbacks import PruneFinishedCheckpoints, ReportRecoveries
     from kdseg.sweep.optuna_storage import open_storage
@@ -91,6 +95,8 @@ def _tuner(plan: SweepPlan, data, restore: bool):
         LiveTrialTable(s.asha.max_t, s.num_samples, describe=_describe(spec)),
         PruneFinishedCheckpoints(str(plan.sweep_dir)),
         ReportRecoveries(s.max_failures),
+        CSVLoggerCallback(),  # Tune's progress.csv and result.json per trial (see _init_ray)
+        JsonLoggerCallback(),
     ]
     if restore:
         return tune.Tuner.restore(
