@@ -35,6 +35,16 @@ class KdsegCLI:
 
     kdseg = (sys.executable, "-m", "kdseg.cli")
     kdseg_sweep = (sys.executable, "-c", "from kdseg.cli import sweep_main; raise SystemExit(sweep_main())")
+    # ``kdseg``, printing at exit which of the heavy libraries the process (a sweep's driver) imported
+    HEAVY = ("torch", "segmentation_models_pytorch", "timm", "tensorboardX")
+    kdseg_listing_imports = (
+        sys.executable,
+        "-c",
+        "import atexit, json, sys\n"
+        f"atexit.register(lambda: print('IMPORTED ' + json.dumps([m for m in {HEAVY!r} if m in sys.modules])))\n"
+        "from kdseg.cli import main\n"
+        "raise SystemExit(main())",
+    )
 
     @staticmethod
     def env(base: dict[str, str] | None = None, **overrides: str) -> dict[str, str]:

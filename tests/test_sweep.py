@@ -153,8 +153,18 @@ def test_the_winner_is_good_and_everyone_names_the_same_one(tmp_path, synth_dir,
     space = _answer_space(
         tmp_path, synth_dir, objective="iou_per_mparam", num_samples=4, max_t=3, steps=6, quality_floor=0.5
     )
-    out = kdseg("sweep", str(space), "--out", str(tmp_path / "runs"), "--name", "answer")
+    out = kdseg(
+        "sweep",
+        str(space),
+        "--out",
+        str(tmp_path / "runs"),
+        "--name",
+        "answer",
+        command=kdseg.kdseg_listing_imports,
+    )
     assert out.returncode == 0, out.stdout + out.stderr
+    # the driver plans, schedules and ranks without torch or smp (only its trials train; no final_eval here)
+    assert "IMPORTED []" in out.stdout, out.stdout[-500:]
     sweep_dir = tmp_path / "runs" / "answer"
     rows = check_consistent(sweep_dir, "answer", 4)
     assert rows[0]["student"] == "Unet/resnet18" and rows[0]["status"] == "completed"
