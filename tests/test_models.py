@@ -453,10 +453,10 @@ def test_the_known_smp_names_are_the_installed_smps() -> None:
     smp = import_smp()
     assert known_names() is smp_known
     assert smp_known.ARCHITECTURES == {k: v.__name__ for k, v in smp.MODEL_ARCHITECTURES_MAPPING.items()}
-    assert smp_known.ENCODERS == set(smp.encoders.get_encoder_names())
+    assert list(smp_known.ENCODERS) == list(smp.encoders.get_encoder_names())
 
 
-def test_a_config_of_known_smp_names_loads_without_importing_smp_or_torch() -> None:
+def test_known_smp_names_are_checked_without_importing_smp_or_torch() -> None:
     import subprocess
     import sys
 
@@ -466,6 +466,11 @@ def test_a_config_of_known_smp_names_loads_without_importing_smp_or_torch() -> N
         f"cfg = load_config({str(REPO / 'experiments' / 'quickstart_synth.yaml')!r}, "
         "['teacher.arch=UnetPlusPlus', 'student.arch=FPN', 'student.encoder=mobilenet_v2'])\n"
         "assert cfg.student.encoder == 'mobilenet_v2'\n"
+        "from kdseg.errors import ConfigError\n"
+        "try:\n"
+        f"    load_config({str(REPO / 'experiments' / 'quickstart_synth.yaml')!r}, ['student.encoder=resnet1'])\n"
+        "except ConfigError as e:\n"
+        "    assert \"unknown encoder 'resnet1'; similar: resnet18, resnet34\" in str(e), e\n"
         "print(sorted(m for m in ('torch', 'segmentation_models_pytorch', 'timm') if m in sys.modules))\n"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, cwd=REPO)

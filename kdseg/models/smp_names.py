@@ -4,8 +4,8 @@ Checking them needs ``import segmentation_models_pytorch`` (torch, timm: 4 to 10
 that off the path of a sweep's driver and of a refused config:
 
 - ``kdseg/models/smp_known.py`` lists the names of one smp version; when that version is the installed one,
-  a name it holds is accepted without the import (anything else, or another smp version: the import and
-  smp's own lists decide, with the same messages). ``python -m kdseg.models.smp_names`` rewrites it for
+  names are checked against it, without the import (another smp version: the import and smp's own lists
+  decide, with the same messages). ``python -m kdseg.models.smp_names`` rewrites it for
   the installed smp; ``tests/test_models.py`` fails when it and smp disagree.
 - ``load_config`` and the space loader are wrapped in :func:`model_names_checked_last`: a first pass skips
   (and notes) these checks, so that a config wrong anywhere else is refused without that import; a second
@@ -73,15 +73,15 @@ def check_arch(name: str, own: tuple[str, ...]) -> str:
     if name in own or _smp_check_deferred():
         return name
     known = known_names()
-    if known is not None and name.lower() in known.ARCHITECTURES:
-        return name
-    from kdseg.models.smp_import import import_smp
+    if known is not None:
+        archs = known.ARCHITECTURES
+    else:
+        from kdseg.models.smp_import import import_smp
 
-    smp = import_smp()  # lazy: seconds (torch, timm)
-
-    if name.lower() not in smp.MODEL_ARCHITECTURES_MAPPING:
-        known = sorted(a.__name__ for a in smp.MODEL_ARCHITECTURES_MAPPING.values()) + list(own)
-        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(known)}")
+        archs = {k: v.__name__ for k, v in import_smp().MODEL_ARCHITECTURES_MAPPING.items()}
+    if name.lower() not in archs:
+        listed = sorted(archs.values()) + list(own)
+        raise ValueError(f"unknown architecture {name!r}; known: {', '.join(listed)}")
     return name
 
 
@@ -90,13 +90,12 @@ def check_encoder(name: str, own_arch: bool) -> str:
     if own_arch or name.startswith("tu-") or _smp_check_deferred():
         return name
     known = known_names()
-    if known is not None and name in known.ENCODERS:
-        return name
-    from kdseg.models.smp_import import import_smp
+    if known is not None:
+        names = list(known.ENCODERS)
+    else:
+        from kdseg.models.smp_import import import_smp
 
-    smp = import_smp()  # lazy: seconds (torch, timm)
-
-    names = smp.encoders.get_encoder_names()
+        names = import_smp().encoders.get_encoder_names()
     if name not in names:
         stem = name.split("-")[0].split("_")[0].rstrip("0123456789")
         close = [n for n in names if stem and n.startswith(stem)][:8]
@@ -114,7 +113,7 @@ def write_known(path: Path | None = None) -> Path:
 
     smp = import_smp()
     archs = {k: v.__name__ for k, v in sorted(smp.MODEL_ARCHITECTURES_MAPPING.items())}
-    encoders = sorted(smp.encoders.get_encoder_names())
+    encoders = list(smp.encoders.get_encoder_names())  # smp's order: the hint lists close names in it
     path = path or Path(__file__).with_name("smp_known.py")
     lines = [
         '"""smp\'s architecture and encoder names, for :mod:`kdseg.models.smp_names` (no smp import needed).',
@@ -130,10 +129,9 @@ def write_known(path: Path | None = None) -> Path:
         *[f"    {json.dumps(k)}: {json.dumps(v)}," for k, v in archs.items()],
         "}",
         "",
-        "ENCODERS = frozenset(",
-        "    {",
-        *[f"        {json.dumps(e)}," for e in encoders],
-        "    }",
+        "# in smp's order",
+        "ENCODERS = (",
+        *[f"    {json.dumps(e)}," for e in encoders],
         ")",
         "",
     ]
