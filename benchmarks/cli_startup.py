@@ -5,6 +5,9 @@ under 1 s), then imports ``kdseg.cli`` under ``python -X importtime`` in a fresh
 slowest imports, and checks that no heavy library (torch, ray, segmentation_models_pytorch, optuna,
 wandb, albumentations, cv2) is imported just to print help.
 
+Then the same for configs that are refused (exit status 2, nothing written): the README's quickstart space
+with ``--out`` a URI, and with a misspelt encoder; each run prints which heavy libraries it imported.
+
     python benchmarks/cli_startup.py [--repeat 5]
 
 Prints tables, the machine and its load, and one JSON line ``{"benchmark": "cli_startup", ...}``.
@@ -17,12 +20,19 @@ import shutil
 import statistics
 import subprocess
 import sys
+import tempfile
 import time
+from pathlib import Path
 
 from _common import emit, machine_info, print_machine, table
 
 TARGET_S = 1.0
 HEAVY = ("torch", "ray", "segmentation_models_pytorch", "optuna", "wandb", "albumentations", "cv2")
+SPACE = Path(__file__).resolve().parents[1] / "search_spaces" / "quickstart_cpu.yaml"
+REFUSED = {
+    "--out a URI": ["kdseg", "sweep", str(SPACE), "--out", "s3://bucket/runs"],
+    "an unknown encoder": ["kdseg", "sweep", str(SPACE), "--set", "student.encoder=resnet1"],
+}
 COMMANDS = [
     ["kdseg", "--help"],
     ["kdseg", "sweep", "--help"],
@@ -47,6 +57,36 @@ def wall(cmd: list[str], repeat: int) -> list[float]:
         subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, check=True)
         times.append(time.perf_counter() - t)
     return times
+
+
+def refused(argv: list[str], repeat: int) -> dict:
+    """``kdseg ARGV`` (a config it refuses) ``repeat`` times in a fresh process, in an empty folder: wall
+    times, exit statuses, the heavy libraries it imported, whether it wrote anything."""
+    code = (
+        "import atexit, sys\n"
+        f"atexit.register(lambda: print('HEAVY ' + ','.join(m for m in {HEAVY!r} if m in sys.modules)))\n"
+        "from kdseg.cli import main\n"
+        "raise SystemExit(main())"
+    )
+    times, codes, heavy = [], set(), set()
+    with tempfile.TemporaryDirectory() as cwd:
+        for _ in range(repeat):
+            t = time.perf_counter()
+            proc = subprocess.run(
+                [sys.executable, "-c", code, *argv[1:]], capture_output=True, text=True, cwd=cwd
+            )
+            times.append(time.perf_counter() - t)
+            codes.add(proc.returncode)
+            line = next((ln for ln in proc.stdout.splitlines() if ln.startswith("HEAVY ")), "HEAVY ")
+            heavy.update(m for m in line[len("HEAVY ") :].split(",") if m)
+        wrote = sorted(p.name for p in Path(cwd).iterdir())
+    return {
+        "median_s": statistics.median(times),
+        "max_s": max(times),
+        "exit": sorted(codes),
+        "heavy_imported": sorted(heavy),
+        "wrote": wrote,
+    }
 
 
 def import_profile(top: int) -> tuple[float, list[tuple[str, float]], list[str]]:
@@ -92,6 +132,22 @@ def main() -> None:
         [[name, s] for name, s in slow],
         f"python -X importtime -c 'import kdseg.cli': {total:.3f} s; heavy libraries imported: {heavy or 'none'}",
     )
+    refusals = {name: refused(argv, args.repeat) for name, argv in REFUSED.items()}
+    table(
+        ["refused config", "median s", "max s", "exit", "heavy libraries imported", "wrote"],
+        [
+            [
+                k,
+                v["median_s"],
+                v["max_s"],
+                v["exit"],
+                ", ".join(v["heavy_imported"]) or "none",
+                v["wrote"] or "nothing",
+            ]
+            for k, v in refusals.items()
+        ],
+        f"kdseg sweep {SPACE.parent.name}/{SPACE.name} refused ({args.repeat} runs each, fresh process, empty folder)",
+    )
     worst = max(r["median_s"] for r in rows)
     met = worst < TARGET_S and not heavy
     print(
@@ -106,6 +162,7 @@ def main() -> None:
             "import_kdseg_cli_s": total,
             "slowest_imports": [{"module": n, "cumulative_s": s} for n, s in slow],
             "heavy_imported": heavy,
+            "refused": refusals,
             "summary": {"slowest_help_s": worst, "target_s": TARGET_S, "target_met": met},
         }
     )
