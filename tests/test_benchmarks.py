@@ -185,6 +185,11 @@ def test_cli_startup_benchmark_times_every_help():
     assert has_table(out)
     assert {c["command"] for c in r["commands"]} >= {"kdseg --help", "kdseg sweep --help"}
     assert r["heavy_imported"] == []  # what `kdseg --help` answering fast relies on
+    # refused configs: exit 2, nothing written, and neither torch nor smp imported to say so
+    assert set(r["refused"]) == {"--out a URI", "an unknown encoder"}
+    for refusal in r["refused"].values():
+        assert refusal["exit"] == [2] and refusal["wrote"] == []
+        assert not {"torch", "segmentation_models_pytorch"} & set(refusal["heavy_imported"])
 
 
 @pytest.mark.parametrize(
