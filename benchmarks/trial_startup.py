@@ -3,9 +3,11 @@
 Step 1 (a throw-away process): a trial's work for one config, as small as it gets (one training step,
 one epoch, 10 generated scenes at 32x32, the trial's W&B run and epoch hooks): the modules it imported
 (``sys.modules``, in import order) are what a trial of that config needs. Step 2, ``--repeat`` times:
-a fresh ``python -X importtime`` that imports exactly those modules, in that order; its wall time is the
-cold start. Prints the median, the slowest top-level packages (cumulative import time) and which of the
-optional libraries (albumentations, W&B, matplotlib, ...) the config made the trial import.
+a fresh ``python`` that imports exactly those modules, in that order; the time from starting it to the end
+of its imports is the cold start (its exit is not counted). Step 3: one more such process under ``python
+-X importtime`` (not timed: the profiler slows it), for the slowest top-level packages (cumulative import
+time) and which of the optional libraries (albumentations, W&B, matplotlib, ...) the config made the trial
+import, and through which chain of imports.
 
 Configs (``--configs``): ``quickstart`` (augmentation on, images every 5 epochs, W&B offline: what
 ``experiments/quickstart_synth.yaml`` uses without an API key) and ``lean`` (augmentation off, no images, W&B
@@ -84,6 +86,10 @@ IMPORT = """
 import importlib, json, sys, time
 names = json.loads(open(sys.argv[1]).read())
 t = time.perf_counter()
+# what the trial did not import stays out (a module that tries it, as timm tries W&B, finds it missing
+# there too: kdseg hid it)
+for absent in set(json.loads(sys.argv[2])) - set(names):
+    sys.modules[absent] = None
 for name in names:
     if name in sys.modules:
         continue
@@ -136,19 +142,36 @@ def import_chains(stderr: str, names: tuple[str, ...]) -> dict[str, dict[str, An
     return out
 
 
-def cold_import(names_file: Path) -> tuple[float, float, list[tuple[str, float]], dict[str, Any]]:
-    """(wall s of the process, import s inside it, [(top-level package, cumulative s)], who imported
-    the optional libraries)."""
+def cold_import(names_file: Path) -> tuple[float, float]:
+    """(s from starting the process to the end of its imports, import s inside it): a plain process, no
+    profiler, and the process's exit (seconds of interpreter teardown) not counted: a trial's start ends
+    when its imports do."""
     t = time.perf_counter()
+    proc = subprocess.Popen(
+        [sys.executable, "-c", IMPORT, str(names_file), json.dumps(OPTIONAL)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
+        text=True,
+        cwd=tempfile.gettempdir(),
+    )
+    line = proc.stdout.readline()  # printed when the imports are done
+    wall = time.perf_counter() - t
+    proc.communicate(timeout=600)
+    if not line.startswith("IMPORT_S"):
+        raise SystemExit(f"the import process failed (exit {proc.returncode})")
+    return wall, float(line.split()[1])
+
+
+def import_profile(names_file: Path) -> tuple[list[tuple[str, float]], dict[str, Any]]:
+    """One more process under ``python -X importtime`` (its overhead is not in the cold start):
+    [(top-level package, cumulative s)] and who imported the optional libraries."""
     proc = subprocess.run(
-        [sys.executable, "-X", "importtime", "-c", IMPORT, str(names_file)],
+        [sys.executable, "-X", "importtime", "-c", IMPORT, str(names_file), json.dumps(OPTIONAL)],
         capture_output=True,
         text=True,
         timeout=600,
         cwd=tempfile.gettempdir(),
     )
-    wall = time.perf_counter() - t
-    inside = float(next(ln.split()[1] for ln in proc.stdout.splitlines() if ln.startswith("IMPORT_S")))
     top: dict[str, float] = {}
     for line in proc.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
@@ -157,7 +180,7 @@ def cold_import(names_file: Path) -> tuple[float, float, list[tuple[str, float]]
         if name.startswith(" ") and not name.startswith("  "):  # imported by the script itself: top level
             root = name.strip().split(".")[0]
             top[root] = top.get(root, 0.0) + int(cumulative) / 1e6
-    return wall, inside, sorted(top.items(), key=lambda kv: -kv[1]), import_chains(proc.stderr, OPTIONAL)
+    return sorted(top.items(), key=lambda kv: -kv[1]), import_chains(proc.stderr, OPTIONAL)
 
 
 def main() -> None:
@@ -179,15 +202,15 @@ def main() -> None:
         with tempfile.NamedTemporaryFile("w", suffix=".json", delete=False) as f:
             json.dump(modules, f)
         runs = [cold_import(Path(f.name)) for _ in range(args.repeat)]
+        top, chains = import_profile(Path(f.name))
         Path(f.name).unlink()
         walls = [r[0] for r in runs]
-        median_run = runs[walls.index(statistics.median(walls))] if len(runs) % 2 else runs[0]
-        top, chains = median_run[2], median_run[3]
         present = [m for m in OPTIONAL if m in modules]
+        chains = {k: v for k, v in chains.items() if k in present}  # not a failed try (timm's of W&B)
         table(
             ["package", "cumulative import s"],
             [[k, v] for k, v in top[: args.top]],
-            f"{name} ({config}): slowest top-level imports of a median run",
+            f"{name} ({config}): slowest top-level imports (python -X importtime, one more run)",
         )
         table(
             ["library", "cumulative import s", "imported by (innermost first)"],
@@ -195,7 +218,7 @@ def main() -> None:
                 [k, v["s"], " < ".join(v["imported_by"][:8]) or "(top level: a listed module, or importlib)"]
                 for k, v in chains.items()
             ],
-            f"{name}: what makes a trial import the optional libraries (median run)",
+            f"{name}: what makes a trial import the optional libraries (the importtime run)",
         )
         print(
             f"{name}: cold start {statistics.median(walls):.2f} s median of {args.repeat} (imports "
