@@ -126,6 +126,7 @@ def postgres_space(folder: Path, synth_dir: Path, storage: str) -> Path:
         num_samples=2,
         max_t=1,
         storage=storage,
+        max_concurrent=1,  # one trial actor, reused: these tests are about the storage, not concurrency
     )
 
 

@@ -136,7 +136,7 @@ def _answer_space(
             "objective": objective,
             "asha": {"max_t": max_t, "grace_period": max_t, "reduction_factor": 2},
             "resources_per_trial": {"cpu": 1},
-            "max_concurrent": 2,
+            "max_concurrent": 1,  # one trial actor, reused: these tests are about the ranking
             "seed": 0,
             **sweep,
         },
