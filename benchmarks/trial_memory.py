@@ -178,9 +178,10 @@ def child(args) -> None:
                 seen_models["student"] = ctx.student
                 seen_models["teacher"] = ctx.teacher
 
+            hooks = [size_hook, *(_probed(h, stages, k, t0) for h in wb.hooks)]
             kwargs: dict[str, Any] = {
                 "run_dir": run_dir,
-                "hooks": [size_hook, *wb.hooks],
+                "hooks": hooks,
                 "keep_last_checkpoint": False,
             }
             accepts = _train_kd_parameters()
@@ -214,11 +215,50 @@ def child(args) -> None:
             wandb_service_mb=_children_rss(),
             **(sizes if k == 0 else {}),
         )
+        # the peak of the whole training stage, the probed hooks' own peaks included (they reset VmHWM)
+        inner = [s["peak_mb"] for s in stages if s.get("trial") == k]
+        stages[-1]["peak_mb"] = max([stages[-1]["peak_mb"], *inner])
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
     groups = _mapped_groups()
     print(json.dumps({"stages": stages, "mapped_at_end_mb": groups, "pss_mb": _pss()}), flush=True)
+
+
+def _probed(hook, stages: list[dict[str, Any]], trial: int, t0: float):
+    """``hook`` (an epoch hook of ``train_kd``) with the image hook measured apart: before each of its calls
+    a stage ``training to epoch N's images`` (the peak since the last reset), then ``image hook, epoch N``
+    (the peak within the call, the RSS after it, its duration). The ``train`` stage reports the maximum of
+    all. Other hooks pass through unchanged."""
+    if type(hook).__name__ != "EpochImages":
+        return hook
+
+    def probe(ctx) -> None:
+        stages.append(
+            {
+                "stage": f"  training to epoch {ctx.epoch}'s images",
+                "rss_mb": _status("VmRSS"),
+                "peak_mb": _status("VmHWM"),
+                "t_s": time.perf_counter() - t0,
+                "trial": trial,
+            }
+        )
+        _reset_peak()
+        start = time.perf_counter()
+        hook(ctx)
+        stages.append(
+            {
+                "stage": f"  image hook, epoch {ctx.epoch}",
+                "rss_mb": _status("VmRSS"),
+                "peak_mb": _status("VmHWM"),
+                "t_s": time.perf_counter() - t0,
+                "trial": trial,
+                "hook_s": time.perf_counter() - start,
+            }
+        )
+        _reset_peak()
+
+    return probe
 
 
 def _train_kd_parameters() -> set[str]:
@@ -316,7 +356,7 @@ def main() -> None:
         first = trials[0]
         rows = []
         for st in first["stages"]:
-            extra = {k: v for k, v in st.items() if k not in ("stage", "rss_mb", "peak_mb", "t_s")}
+            extra = {k: v for k, v in st.items() if k not in ("stage", "rss_mb", "peak_mb", "t_s", "trial")}
             rows.append(
                 [
                     st["stage"],
