@@ -178,7 +178,7 @@ def child(args) -> None:
                 seen_models["student"] = ctx.student
                 seen_models["teacher"] = ctx.teacher
 
-            hooks = [size_hook, *(_probed(h, stages, k, t0) for h in wb.hooks)]
+            hooks = [size_hook, *_epoch_hooks(wb.hooks, stages, k, t0)]
             kwargs: dict[str, Any] = {
                 "run_dir": run_dir,
                 "hooks": hooks,
@@ -225,40 +225,40 @@ def child(args) -> None:
     print(json.dumps({"stages": stages, "mapped_at_end_mb": groups, "pss_mb": _pss()}), flush=True)
 
 
-def _probed(hook, stages: list[dict[str, Any]], trial: int, t0: float):
-    """``hook`` (an epoch hook of ``train_kd``) with the image hook measured apart: before each of its calls
-    a stage ``training to epoch N's images`` (the peak since the last reset), then ``image hook, epoch N``
-    (the peak within the call, the RSS after it, its duration). The ``train`` stage reports the maximum of
-    all. Other hooks pass through unchanged."""
-    if type(hook).__name__ != "EpochImages":
-        return hook
+def _epoch_hooks(hooks, stages: list[dict[str, Any]], trial: int, t0: float) -> list:
+    """``hooks`` (``train_kd``'s epoch hooks) measured apart: first a hook that closes a sub-stage ``epoch N``
+    (the training steps and validation since the last reset: their peak, the RSS now), then the image hook
+    as its own sub-stage ``epoch N images`` (the peak within it, the RSS after it, its duration). The
+    ``train`` stage reports the maximum of all."""
 
-    def probe(ctx) -> None:
+    def sub_stage(name: str, **extra) -> None:
         stages.append(
             {
-                "stage": f"  training to epoch {ctx.epoch}'s images",
+                "stage": name,
                 "rss_mb": _status("VmRSS"),
                 "peak_mb": _status("VmHWM"),
                 "t_s": time.perf_counter() - t0,
                 "trial": trial,
-            }
-        )
-        _reset_peak()
-        start = time.perf_counter()
-        hook(ctx)
-        stages.append(
-            {
-                "stage": f"  image hook, epoch {ctx.epoch}",
-                "rss_mb": _status("VmRSS"),
-                "peak_mb": _status("VmHWM"),
-                "t_s": time.perf_counter() - t0,
-                "trial": trial,
-                "hook_s": time.perf_counter() - start,
+                **extra,
             }
         )
         _reset_peak()
 
-    return probe
+    def epoch_done(ctx) -> None:
+        sub_stage(f"  epoch {ctx.epoch}: steps + validation")
+
+    def probed(hook):
+        if type(hook).__name__ != "EpochImages":
+            return hook
+
+        def images(ctx) -> None:
+            start = time.perf_counter()
+            hook(ctx)
+            sub_stage(f"  epoch {ctx.epoch}: image hook", hook_s=time.perf_counter() - start)
+
+        return images
+
+    return [epoch_done, *(probed(h) for h in hooks)]
 
 
 def _train_kd_parameters() -> set[str]:
