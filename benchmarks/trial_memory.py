@@ -13,7 +13,12 @@ records its resident memory (RSS) and the peak so far (``VmHWM``, reset between 
 - ``W&B``: the trial's W&B run opened (``--wandb offline`` starts the wandb-core service process, measured
   apart: it is a separate process);
 - ``train``: ``train_kd`` for ``--epochs`` epochs as a sweep trial calls it (scratch checkpoint folder, epoch
-  hooks), the models, their optimisers, activations and the checkpoint writes included.
+  hooks), the models, their optimisers, activations and the checkpoint writes included. Split into
+  sub-stages per epoch: ``epoch N: steps + validation`` and ``epoch N: image hook`` (the PNGs that
+  ``tracking.wandb.log_images_every`` asks for); ``train``'s peak is the maximum over them and what
+  follows the last one (checkpoint writes). ``train_kd``'s epoch hook ``HardwareMetrics`` resets
+  ``VmHWM`` at every epoch's end: without the sub-stages, ``train`` saw only the last epoch's image hook
+  and checkpoint writes, never the training steps (the figures before issue 18's mem4 pass).
 
 Tensor sizes are reported beside it: parameters, optimiser state and the dataset's arrays, so that the
 training stage can be split into models + optimiser + the rest (activations, autograd, allocator caches).
