@@ -15,8 +15,8 @@ records its resident memory (RSS) and the peak so far (``VmHWM``, reset between 
 - ``train``: ``train_kd`` for ``--epochs`` epochs as a sweep trial calls it (scratch checkpoint folder, epoch
   hooks), the models, their optimisers, activations and the checkpoint writes included. Split into
   sub-stages per epoch: ``epoch N: steps + validation`` and ``epoch N: image hook`` (the PNGs that
-  ``tracking.wandb.log_images_every`` asks for); ``train``'s peak is the maximum over them and what
-  follows the last one (checkpoint writes). ``train_kd``'s epoch hook ``HardwareMetrics`` resets
+  ``tracking.wandb.log_images_every`` asks for), then ``after the last hooks`` (the last epoch's checkpoint
+  writes, ``train_kd``'s end); ``train``'s peak is the maximum over them. ``train_kd``'s epoch hook ``HardwareMetrics`` resets
   ``VmHWM`` at every epoch's end: without the sub-stages, ``train`` saw only the last epoch's image hook
   and checkpoint writes, never the training steps (the figures before issue 18's mem4 pass).
 
@@ -199,6 +199,16 @@ def child(args) -> None:
             elif "checkpoint_dir" in accepts:  # a tree before pointers: the scratch folder Tune copied
                 kwargs["checkpoint_dir"] = work / f"scratch{k}"
             train_kd(cfg, data, lambda m, c: None, **kwargs)
+            stages.append(  # what follows the last epoch's hooks: its checkpoint writes, train_kd's end
+                {
+                    "stage": "  after the last hooks: checkpoints, end",
+                    "rss_mb": _status("VmRSS"),
+                    "peak_mb": _status("VmHWM"),
+                    "t_s": time.perf_counter() - t0,
+                    "trial": k,
+                }
+            )
+            _reset_peak()
             for role, model in seen_models.items():
                 if model is not None:
                     n = sum(p.numel() * p.element_size() for p in model.parameters())

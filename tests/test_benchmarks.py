@@ -241,6 +241,7 @@ def test_trial_memory_benchmark_breaks_a_trial_down(tmp_path):
     assert names == ["python", "torch", "trial imports", "data", "W&B"] + [
         "  epoch 1: steps + validation",
         "  epoch 1: image hook",
+        "  after the last hooks: checkpoints, end",
         "train",
     ]
     # the train stage's peak covers its sub-stages (HardwareMetrics resets VmHWM at every epoch's end)
