@@ -13,7 +13,12 @@ records its resident memory (RSS) and the peak so far (``VmHWM``, reset between 
 - ``W&B``: the trial's W&B run opened (``--wandb offline`` starts the wandb-core service process, measured
   apart: it is a separate process);
 - ``train``: ``train_kd`` for ``--epochs`` epochs as a sweep trial calls it (scratch checkpoint folder, epoch
-  hooks), the models, their optimisers, activations and the checkpoint writes included.
+  hooks), the models, their optimisers, activations and the checkpoint writes included. Split into
+  sub-stages per epoch: ``epoch N: steps + validation`` and ``epoch N: image hook`` (the PNGs that
+  ``tracking.wandb.log_images_every`` asks for), then ``after the last hooks`` (the last epoch's checkpoint
+  writes, ``train_kd``'s end); ``train``'s peak is the maximum over them. ``train_kd``'s epoch hook ``HardwareMetrics`` resets
+  ``VmHWM`` at every epoch's end: without the sub-stages, ``train`` saw only the last epoch's image hook
+  and checkpoint writes, never the training steps (the figures before issue 18's mem4 pass).
 
 Tensor sizes are reported beside it: parameters, optimiser state and the dataset's arrays, so that the
 training stage can be split into models + optimiser + the rest (activations, autograd, allocator caches).
@@ -178,9 +183,10 @@ def child(args) -> None:
                 seen_models["student"] = ctx.student
                 seen_models["teacher"] = ctx.teacher
 
+            hooks = [size_hook, *_epoch_hooks(wb.hooks, stages, k, t0)]
             kwargs: dict[str, Any] = {
                 "run_dir": run_dir,
-                "hooks": [size_hook, *wb.hooks],
+                "hooks": hooks,
                 "keep_last_checkpoint": False,
             }
             accepts = _train_kd_parameters()
@@ -193,6 +199,16 @@ def child(args) -> None:
             elif "checkpoint_dir" in accepts:  # a tree before pointers: the scratch folder Tune copied
                 kwargs["checkpoint_dir"] = work / f"scratch{k}"
             train_kd(cfg, data, lambda m, c: None, **kwargs)
+            stages.append(  # what follows the last epoch's hooks: its checkpoint writes, train_kd's end
+                {
+                    "stage": "  after the last hooks: checkpoints, end",
+                    "rss_mb": _status("VmRSS"),
+                    "peak_mb": _status("VmHWM"),
+                    "t_s": time.perf_counter() - t0,
+                    "trial": k,
+                }
+            )
+            _reset_peak()
             for role, model in seen_models.items():
                 if model is not None:
                     n = sum(p.numel() * p.element_size() for p in model.parameters())
@@ -214,11 +230,50 @@ def child(args) -> None:
             wandb_service_mb=_children_rss(),
             **(sizes if k == 0 else {}),
         )
+        # the peak of the whole training stage, the probed hooks' own peaks included (they reset VmHWM)
+        inner = [s["peak_mb"] for s in stages if s.get("trial") == k]
+        stages[-1]["peak_mb"] = max([stages[-1]["peak_mb"], *inner])
     import shutil
 
     shutil.rmtree(work, ignore_errors=True)
     groups = _mapped_groups()
     print(json.dumps({"stages": stages, "mapped_at_end_mb": groups, "pss_mb": _pss()}), flush=True)
+
+
+def _epoch_hooks(hooks, stages: list[dict[str, Any]], trial: int, t0: float) -> list:
+    """``hooks`` (``train_kd``'s epoch hooks) measured apart: first a hook that closes a sub-stage ``epoch N``
+    (the training steps and validation since the last reset: their peak, the RSS now), then the image hook
+    as its own sub-stage ``epoch N images`` (the peak within it, the RSS after it, its duration). The
+    ``train`` stage reports the maximum of all."""
+
+    def sub_stage(name: str, **extra) -> None:
+        stages.append(
+            {
+                "stage": name,
+                "rss_mb": _status("VmRSS"),
+                "peak_mb": _status("VmHWM"),
+                "t_s": time.perf_counter() - t0,
+                "trial": trial,
+                **extra,
+            }
+        )
+        _reset_peak()
+
+    def epoch_done(ctx) -> None:
+        sub_stage(f"  epoch {ctx.epoch}: steps + validation")
+
+    def probed(hook):
+        if type(hook).__name__ != "EpochImages":
+            return hook
+
+        def images(ctx) -> None:
+            start = time.perf_counter()
+            hook(ctx)
+            sub_stage(f"  epoch {ctx.epoch}: image hook", hook_s=time.perf_counter() - start)
+
+        return images
+
+    return [epoch_done, *(probed(h) for h in hooks)]
 
 
 def _train_kd_parameters() -> set[str]:
@@ -316,7 +371,7 @@ def main() -> None:
         first = trials[0]
         rows = []
         for st in first["stages"]:
-            extra = {k: v for k, v in st.items() if k not in ("stage", "rss_mb", "peak_mb", "t_s")}
+            extra = {k: v for k, v in st.items() if k not in ("stage", "rss_mb", "peak_mb", "t_s", "trial")}
             rows.append(
                 [
                     st["stage"],

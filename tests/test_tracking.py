@@ -173,6 +173,32 @@ def test_layer_rows_pair_from_the_deepest_stage_and_figures_render():
     prediction_figure(np.zeros((2, 16, 16, 3), np.uint8), preds, None, preds, palette, names)
 
 
+def test_mosaic_draws_each_tile_at_its_pixels_without_a_figure_sized_image(tmp_path):
+    """Each tile lands exactly on its pixels, and no image as big as the figure is drawn (matplotlib would
+    resample it through float RGBA arrays of the whole figure: ~95 MB at the quickstart's layer panel)."""
+    from PIL import Image
+
+    from kdseg.tracking.mosaic import Mosaic, Tile, save_png
+
+    rng = np.random.default_rng(0)
+    tiles = [rng.integers(0, 255, (20, 30, 3)).astype(np.uint8) for _ in range(6)]
+    m = Mosaic(3, (20, 30), label_width=40)
+    m.add_row("a", [Tile(t, f"t{i}") for i, t in enumerate(tiles[:3])])
+    m.add_row("b", [Tile(tiles[3]), Tile(None, note="n"), Tile(tiles[5], cmap=None)])
+    fig = m.figure("title", subtitle="key")
+    drawn = [im.get_array().shape[:2] for im in fig.axes[0].images]
+    assert drawn and all(shape == (20, 30) for shape in drawn)  # tiles, and the grey of the note
+    png = np.asarray(Image.open(save_png(fig, tmp_path / "m.png")))[..., :3]
+    assert png.shape[:2] == (m.height, 40 + 3 * 34 + 4)
+    head = 18 + 12  # title, one subtitle line
+    for k, t in enumerate(tiles):
+        if k == 4:
+            continue
+        r, c = divmod(k, 3)
+        y0, x0 = head + r * (20 + 14 + 4) + 14, 40 + c * 34 + 4
+        assert np.array_equal(png[y0 : y0 + 20, x0 : x0 + 30], t), k
+
+
 def test_epoch_images_hook_restores_modes_and_writes_pngs(tmp_path, synth_dir):
     from kdseg.data import load_data
     from kdseg.models import build_model
