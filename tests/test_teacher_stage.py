@@ -5,8 +5,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
@@ -19,7 +17,7 @@ from kdseg.errors import CheckpointError, ConfigError
 from kdseg.sweep.space import load_space, trial_config
 from kdseg.sweep.teacher_plan import plan_teachers, teacher_config, teacher_hash
 from kdseg.sweep.teacher_stage import fill_teacher, train_teacher
-from tests.conftest import REPO, tiny_config
+from tests.conftest import tiny_config
 
 
 def stage_base(synth_dir: Path, **train) -> dict:
@@ -104,16 +102,9 @@ def test_plan_one_teacher_per_distinct_configuration(tmp_path, synth_dir):
     assert sorted(t.config.student.width for t in teachers) == [0.5, 0.75]
 
 
-def test_numeric_teacher_key_is_refused_before_anything_starts(tmp_path, synth_dir):
+def test_numeric_teacher_key_is_refused_before_anything_starts(tmp_path, synth_dir, kdseg):
     space = write_stage_space(tmp_path, synth_dir, space={"train.lr": {"loguniform": [1e-4, 1e-2]}})
-    out = subprocess.run(
-        [sys.executable, "-m", "kdseg.cli", "sweep", str(space), "--out", str(tmp_path / "runs")],
-        capture_output=True,
-        text=True,
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "offline"},
-        timeout=300,
-    )
+    out = kdseg("sweep", space, "--out", tmp_path / "runs", timeout=300)
     assert out.returncode == 2, out.stdout + out.stderr
     assert "space.yaml: space.train.lr" in out.stderr and "train.teacher_lr" in out.stderr
     assert not (tmp_path / "runs").exists()
@@ -161,44 +152,16 @@ def test_fill_teacher_points_trials_at_the_trained_teacher(tmp_path, synth_dir):
 # ---------------------------------------------------------------------------------- end to end
 
 
-def _kdseg(*args, timeout=600):
-    return subprocess.run(
-        [sys.executable, "-m", "kdseg.cli", *args],
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "offline"},
-        text=True,
-        capture_output=True,
-        timeout=timeout,
-    )
-
-
 def _state(folder: Path) -> dict[str, tuple[bytes, int]]:
     return {p.name: (p.read_bytes(), p.stat().st_mtime_ns) for p in sorted(folder.iterdir()) if p.is_file()}
 
 
 @pytest.mark.slow
-def test_teacher_trained_once_for_all_trials_and_not_again_after_sigkill(tmp_path, synth_dir):
+def test_teacher_trained_once_for_all_trials_and_not_again_after_sigkill(tmp_path, synth_dir, kdseg):
     space = write_stage_space(tmp_path, synth_dir, num_samples=4, max_concurrent=1)
     sweep_dir = tmp_path / "runs" / "stage"
-    proc = subprocess.Popen(
-        [
-            sys.executable,
-            "-m",
-            "kdseg.cli",
-            "sweep",
-            str(space),
-            "--out",
-            str(tmp_path / "runs"),
-            "--name",
-            "stage",
-        ],
-        cwd=REPO,
-        env={**os.environ, "WANDB_MODE": "offline"},
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-        start_new_session=True,
-    )
+    # its own session: the driver and the local Ray it starts are one process group, killed below
+    proc = kdseg.popen("sweep", space, "--out", tmp_path / "runs", "--name", "stage", start_new_session=True)
     # kill the driver once the teacher has finished and a student has started
     deadline = time.time() + 400
     while time.time() < deadline and proc.poll() is None:
@@ -213,7 +176,7 @@ def test_teacher_trained_once_for_all_trials_and_not_again_after_sigkill(tmp_pat
     (folder,) = [p for p in (sweep_dir / "teachers").iterdir() if p.is_dir()]  # one teacher folder
     before = _state(folder)
 
-    out = _kdseg("resume", str(sweep_dir))
+    out = kdseg("resume", sweep_dir)
     assert out.returncode == 0, out.stdout + out.stderr
     assert "reused" in out.stderr and "teacher stage: training" not in out.stderr
     assert _state(folder) == before  # not trained again: same files, untouched
@@ -245,10 +208,10 @@ def test_teacher_trained_once_for_all_trials_and_not_again_after_sigkill(tmp_pat
 
 
 @pytest.mark.slow
-def test_failed_teacher_stops_the_sweep_before_any_student(tmp_path, synth_dir):
+def test_failed_teacher_stops_the_sweep_before_any_student(tmp_path, synth_dir, kdseg):
     base = stage_base(synth_dir, teacher_lr=1e30)  # the teacher's loss becomes NaN at its second step
     space = write_stage_space(tmp_path, synth_dir, base=base)
-    out = _kdseg("sweep", str(space), "--out", str(tmp_path / "runs"), "--name", "bad")
+    out = kdseg("sweep", space, "--out", tmp_path / "runs", "--name", "bad")
     assert out.returncode == 1, out.stdout + out.stderr
     assert "failed, so no student was started" in out.stderr and "Diverged" in out.stderr
     sweep_dir = tmp_path / "runs" / "bad"
