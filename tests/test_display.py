@@ -213,9 +213,10 @@ def test_sweep_summary_commands_stay_whole_at_80_columns(tmp_path, monkeypatch) 
     assert all(len(line) <= 80 for line in lines)
 
 
-def test_a_controls_label_wraps_after_its_colon_at_80_columns() -> None:
-    """The quickstart's leaderboard: a control's label ``baseline:<student>`` is one word to a terminal;
-    it breaks after the colon, so the student's name stays whole."""
+def test_a_controls_label_keeps_the_students_name_whole_at_80_columns() -> None:
+    """The quickstart's leaderboard: a control's label ``baseline (<student>)`` is shown as ``baseline:
+    <student>``, which wraps after the colon with the name whole (``(lightweight_unet@0.5)`` is wider
+    than the column)."""
     students = ["Unet/resnet18", "lightweight_unet@0.5"]
     rows = [
         {
@@ -233,8 +234,8 @@ def test_a_controls_label_wraps_after_its_colon_at_80_columns() -> None:
         for i, (s, label, t, a, p, v) in enumerate(
             [
                 (students[0], "r34-r18", 4.0, 0.5, 14_328_000, 0.128),
-                (students[0], f"baseline:{students[0]}", None, None, 14_328_000, 0.110),
-                (students[1], f"baseline:{students[1]}", None, None, 300_000, 0.054),
+                (students[0], f"baseline ({students[0]})", None, None, 14_328_000, 0.110),
+                (students[1], f"baseline ({students[1]})", None, None, 300_000, 0.054),
                 (students[1], "r34-lwunet0.5", 2.5, 0.7, 300_000, 0.026),
             ]
         )
@@ -245,3 +246,4 @@ def test_a_controls_label_wraps_after_its_colon_at_80_columns() -> None:
     lines = render(render_leaderboard(build_leaderboard(rows, "iou_per_mparam", max_t=4)))
     assert "baseline:" in "\n".join(lines)
     assert_whole(lines, students + ["r34-lwunet0.5"])
+    assert not [ln for ln in lines if ln.strip().startswith(")")], "\n".join(lines)  # no bracket left alone

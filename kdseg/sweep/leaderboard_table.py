@@ -14,6 +14,14 @@ def _fmt(v: Any, spec: str) -> str:
     return "-" if f is None else format(f, spec)
 
 
+def _label_cell(label: str) -> str:
+    """A control's label, ``baseline (lightweight_unet@0.5)``, as ``baseline: lightweight_unet@0.5``: it wraps
+    after the colon with the student's name whole (in parentheses the name is two characters wider than the
+    column an 80-column terminal leaves it)."""
+    m = re.fullmatch(r"(.+?) \((.+)\)", label)
+    return f"{m[1]}: {m[2]}" if m else label
+
+
 def _has(rows: Sequence[Mapping[str, Any]], key: str) -> bool:
     return any(as_number(r.get(key)) is not None for r in rows)
 
@@ -54,8 +62,7 @@ def render_leaderboard(
             (
                 str(r.get("trial_id", "")),
                 status,
-                # "baseline:Unet/resnet18" wraps after its colon rather than inside a name
-                re.sub(r":(?=\S)", ": ", str(r.get("label") or pair)) if labels else pair,
+                _label_cell(str(r.get("label") or pair)) if labels else pair,
                 _fmt(r.get("temperature"), ".2f"),
                 _fmt(r.get("alpha"), ".2f"),
                 *([str(r.get("distill_site") or "-").replace("+", "+ ")] if sites else []),
