@@ -55,6 +55,7 @@ def model_names_checked_last(fn: Callable) -> Callable:
     return wrapper
 
 
+@functools.lru_cache(maxsize=1)
 def known_names():
     """:mod:`kdseg.models.smp_known` when it was written for the installed smp, else None."""
     from importlib.metadata import PackageNotFoundError, version
@@ -68,17 +69,25 @@ def known_names():
     return smp_known if smp_known.SMP_VERSION == installed else None
 
 
+def installed_names() -> tuple[dict[str, str], list[str]]:
+    """The installed smp's own lists (imports it): {lower-case arch: class name}, encoders in smp's order."""
+    from kdseg.models.smp_import import import_smp
+
+    smp = import_smp()
+    archs = {k: v.__name__ for k, v in sorted(smp.MODEL_ARCHITECTURES_MAPPING.items())}
+    return archs, list(smp.encoders.get_encoder_names())
+
+
+def _names() -> tuple[dict[str, str], list[str]]:
+    known = known_names()
+    return (known.ARCHITECTURES, list(known.ENCODERS)) if known is not None else installed_names()
+
+
 def check_arch(name: str, own: tuple[str, ...]) -> str:
     """``name`` if it is one of ``own`` or an smp architecture (or the check is deferred); else ValueError."""
     if name in own or _smp_check_deferred():
         return name
-    known = known_names()
-    if known is not None:
-        archs = known.ARCHITECTURES
-    else:
-        from kdseg.models.smp_import import import_smp
-
-        archs = {k: v.__name__ for k, v in import_smp().MODEL_ARCHITECTURES_MAPPING.items()}
+    archs, _ = _names()
     if name.lower() not in archs:
         listed = sorted(archs.values()) + list(own)
         raise ValueError(f"unknown architecture {name!r}; known: {', '.join(listed)}")
@@ -89,13 +98,7 @@ def check_encoder(name: str, own_arch: bool) -> str:
     """``name`` if it is an smp encoder, a timm one (``tu-NAME``), or ignored (``own_arch``); else ValueError."""
     if own_arch or name.startswith("tu-") or _smp_check_deferred():
         return name
-    known = known_names()
-    if known is not None:
-        names = list(known.ENCODERS)
-    else:
-        from kdseg.models.smp_import import import_smp
-
-        names = import_smp().encoders.get_encoder_names()
+    _, names = _names()
     if name not in names:
         stem = name.split("-")[0].split("_")[0].rstrip("0123456789")
         close = [n for n in names if stem and n.startswith(stem)][:8]
@@ -109,11 +112,7 @@ def write_known(path: Path | None = None) -> Path:
     import json
     from importlib.metadata import version
 
-    from kdseg.models.smp_import import import_smp
-
-    smp = import_smp()
-    archs = {k: v.__name__ for k, v in sorted(smp.MODEL_ARCHITECTURES_MAPPING.items())}
-    encoders = list(smp.encoders.get_encoder_names())  # smp's order: the hint lists close names in it
+    archs, encoders = installed_names()  # encoders in smp's order: the hint lists close names in it
     path = path or Path(__file__).with_name("smp_known.py")
     lines = [
         '"""smp\'s architecture and encoder names, for :mod:`kdseg.models.smp_names` (no smp import needed).',
