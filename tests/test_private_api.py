@@ -106,3 +106,35 @@ def test_smp_imports_without_wandb_and_wandb_still_imports_after() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+_COUNT_IDLE_WORKERS = """
+import time, psutil
+from kdseg.sweep.tuner import _init_ray
+_init_ray(None, False)  # the local Ray a sweep's driver starts
+time.sleep(3)  # a prestarted worker would be up by now (it starts while the driver connects)
+cmds = [p.cmdline() for p in psutil.Process().children(recursive=True) if p.is_running()]
+print("RAYLET", sum(c[0].endswith("/raylet") for c in cmds))
+# a Python worker: titled ray::IDLE once registered, "python .../setup_worker.py .../default_worker.py" before
+print("WORKERS", sum(c[0].startswith("ray::IDLE") or "default_worker.py" in " ".join(c[1:3]) for c in cmds))
+"""
+
+
+@pytest.mark.slow
+def test_a_local_ray_started_by_kdseg_has_no_idle_prestarted_workers() -> None:
+    """ray_private.local_ray_env: Ray's raylet must still read RAY_prestart_worker_first_driver. With it
+    unread (renamed in an upgrade) the raylet would start one idle worker per CPU and this count fails."""
+    import subprocess
+    import sys
+
+    from kdseg.sweep.ray_private import PRESTART_ENV, local_ray_env
+    from tests.sweeps import KdsegCLI
+
+    assert local_ray_env() == {PRESTART_ENV: "0"}
+    env = {k: v for k, v in KdsegCLI.env().items() if k != PRESTART_ENV}  # this checkout's kdseg
+    out = subprocess.run(
+        [sys.executable, "-c", _COUNT_IDLE_WORKERS], env=env, text=True, capture_output=True, timeout=300
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    assert "RAYLET 1" in out.stdout, out.stdout  # the count looked at this driver's own Ray
+    assert "WORKERS 0" in out.stdout, f"{PRESTART_ENV} no longer stops Ray's prestarted workers: {out.stdout}"

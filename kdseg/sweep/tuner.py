@@ -41,6 +41,9 @@ def _init_ray(address: str | None, verbose: bool) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
+        from kdseg.sweep.ray_private import local_ray_env
+
+        os.environ.update(local_ray_env())  # the raylet ray.init starts inherits it
         ray.init(include_dashboard=False, **kwargs)
 
 
