@@ -36,7 +36,7 @@ class KdsegCLI:
     kdseg = (sys.executable, "-m", "kdseg.cli")
     kdseg_sweep = (sys.executable, "-c", "from kdseg.cli import sweep_main; raise SystemExit(sweep_main())")
     # ``kdseg``, printing at exit which of the heavy libraries the process (a sweep's driver) imported
-    HEAVY = ("torch", "segmentation_models_pytorch", "timm", "tensorboardX")
+    HEAVY = ("torch", "segmentation_models_pytorch", "timm", "tensorboardX", "wandb")
     kdseg_listing_imports = (
         sys.executable,
         "-c",

@@ -138,3 +138,63 @@ def test_a_local_ray_started_by_kdseg_has_no_idle_prestarted_workers() -> None:
     assert out.returncode == 0, out.stderr[-3000:]
     assert "RAYLET 1" in out.stdout, out.stdout  # the count looked at this driver's own Ray
     assert "WORKERS 0" in out.stdout, f"{PRESTART_ENV} no longer stops Ray's prestarted workers: {out.stdout}"
+
+
+def test_tune_callback_usage_tag_is_counted_alike_without_importing_the_integrations() -> None:
+    """ray_private.count_callbacks_without_integrations: Tune's run still tags its callbacks through
+    ray.air._internal.usage._count_callbacks, Ray's integrations are the ones kdseg names, and kdseg's
+    count equals Ray's for built-in, custom logger and custom callbacks."""
+    import inspect
+    import re
+
+    from ray.air._internal import usage
+    from ray.tune import Callback
+    from ray.tune import tune as tune_module
+    from ray.tune.logger import CSVLoggerCallback, JsonLoggerCallback, LoggerCallback
+
+    from kdseg.sweep.ray_private import INTEGRATION_CALLBACKS, count_callbacks_by_name
+
+    assert "air_usage.tag_callbacks(" in inspect.getsource(tune_module.run), (
+        "tune.run no longer tags callbacks"
+    )
+    assert "_count_callbacks(" in inspect.getsource(usage.tag_callbacks), "tag_callbacks no longer counts"
+    original = usage._count_callbacks  # Ray's own (this test process never applies kdseg's)
+    imported = set(re.findall(r"import (\w+LoggerCallback)\b", inspect.getsource(original)))
+    assert imported - {"LoggerCallback"} == set(INTEGRATION_CALLBACKS), imported
+
+    class Mine(LoggerCallback):
+        pass
+
+    callbacks = [CSVLoggerCallback(), JsonLoggerCallback(), CSVLoggerCallback(), Mine(), Callback(), object()]
+    assert count_callbacks_by_name(callbacks) == original(callbacks)
+    assert count_callbacks_by_name(None) == original(None) == {}
+
+
+def test_a_sweep_driver_tags_tune_callbacks_without_importing_wandb() -> None:
+    import subprocess
+    import sys
+
+    from tests.sweeps import KdsegCLI
+
+    code = (
+        "import sys\n"
+        "from kdseg.sweep.ray_private import count_callbacks_without_integrations\n"
+        "from ray.air._internal import usage\n"
+        "from ray.tune.logger import CSVLoggerCallback\n"
+        "{patch}"
+        "usage._count_callbacks([CSVLoggerCallback()])\n"
+        "print('WANDB', 'wandb' in sys.modules)\n"
+    )
+    runs = {
+        patch: subprocess.run(
+            [sys.executable, "-c", code.format(patch=patch)],
+            env=KdsegCLI.env(),
+            text=True,
+            capture_output=True,
+            timeout=120,
+        )
+        for patch in ("", "count_callbacks_without_integrations()\n")
+    }
+    assert all(r.returncode == 0 for r in runs.values()), [r.stderr[-2000:] for r in runs.values()]
+    assert "WANDB True" in runs[""].stdout  # Ray's own count imports wandb: what this test would miss
+    assert "WANDB False" in runs["count_callbacks_without_integrations()\n"].stdout

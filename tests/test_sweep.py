@@ -163,7 +163,8 @@ def test_the_winner_is_good_and_everyone_names_the_same_one(tmp_path, synth_dir,
         command=kdseg.kdseg_listing_imports,
     )
     assert out.returncode == 0, out.stdout + out.stderr
-    # the driver plans, schedules and ranks without torch or smp (only its trials train; no final_eval here)
+    # the driver plans, schedules and ranks without torch, smp or wandb (only its trials train and log;
+    # no final_eval here)
     assert "IMPORTED []" in out.stdout, out.stdout[-500:]
     sweep_dir = tmp_path / "runs" / "answer"
     rows = check_consistent(sweep_dir, "answer", 3)

@@ -4,7 +4,8 @@
 ``ProtectFinish`` (kdseg.sweep.trainable) wraps the train session's ``finish``; ``workers`` sweeps
 (kdseg.sweep.workers) ask whether Ray Train V2 is on; ``kdseg resume`` reads Tune's staging copy of a
 state file a full disk cut short (:func:`staged_tune_state`); trial actors get Tune's thread timeout
-(:func:`trial_actor_env`); a local Ray starts without idle prestarted workers (:func:`local_ray_env`). These names are not a
+(:func:`trial_actor_env`); a local Ray starts without idle prestarted workers (:func:`local_ray_env`); Tune's callback usage tag
+counts without importing W&B (:func:`count_callbacks_without_integrations`). These names are not a
 public API: pyproject.toml pins the versions they were checked against, and
 ``tests/test_private_api.py`` fails loudly, naming the attribute, when an upgrade changes one.
 """
@@ -43,6 +44,48 @@ PRESTART_ENV = "RAY_prestart_worker_first_driver"
 def local_ray_env() -> dict[str, str]:
     """Environment variables for a local Ray the driver starts (its raylet reads them; a value already set wins)."""
     return {PRESTART_ENV: os.environ.get(PRESTART_ENV, "0")}
+
+
+# Ray Tune's usage tag of the callbacks a run was given (ray/air/_internal/usage.py: tune.run calls
+# tag_callbacks, which calls _count_callbacks), checked with ray 2.60. To name Ray's built-in callbacks,
+# _count_callbacks imports its W&B, MLflow, Comet and Aim integrations, and with them wandb itself: 0.6 s of
+# CPU and wandb's memory in every sweep's driver, W&B used or not. kdseg's count gives the same tag by name.
+INTEGRATION_CALLBACKS = (
+    "WandbLoggerCallback",
+    "MLflowLoggerCallback",
+    "CometLoggerCallback",
+    "AimLoggerCallback",
+)
+
+
+def count_callbacks_by_name(callbacks: list[Any] | None) -> dict[str, int]:
+    """Ray's ``_count_callbacks`` (callback class name -> count) without importing Ray's integrations."""
+    from collections import defaultdict
+
+    from ray.tune import Callback
+    from ray.tune.logger import LoggerCallback
+    from ray.tune.utils.callback import DEFAULT_CALLBACK_CLASSES
+
+    built_in = {*INTEGRATION_CALLBACKS, *(cls.__name__ for cls in DEFAULT_CALLBACK_CLASSES)}
+    counts: dict[str, int] = defaultdict(int)
+    for callback in callbacks or []:
+        if not isinstance(callback, Callback):
+            continue
+        name = type(callback).__name__
+        if name in built_in:
+            counts[name] += 1
+        elif isinstance(callback, LoggerCallback):
+            counts["CustomLoggerCallback"] += 1
+        else:
+            counts["CustomCallback"] += 1
+    return counts
+
+
+def count_callbacks_without_integrations() -> None:
+    """Make Tune's callback usage tag count by class name (this process only; the tag is unchanged)."""
+    from ray.air._internal import usage
+
+    usage._count_callbacks = count_callbacks_by_name
 
 
 # Ray Tune's OptunaSearch (ray/tune/search/optuna/optuna_search.py), checked with ray 2.60
