@@ -4,9 +4,9 @@
 ``ProtectFinish`` (kdseg.sweep.trainable) wraps the train session's ``finish``; ``workers`` sweeps
 (kdseg.sweep.workers) ask whether Ray Train V2 is on; ``kdseg resume`` reads Tune's staging copy of a
 state file a full disk cut short (:func:`staged_tune_state`); trial actors get Tune's thread timeout
-(:func:`trial_actor_env`); a local Ray starts without idle prestarted workers (:func:`local_ray_env`); Tune's callback usage tag
-counts without importing W&B (:func:`count_callbacks_without_integrations`). These names are not a
-public API: pyproject.toml pins the versions they were checked against, and
+(:func:`trial_actor_env`); a local Ray starts without idle prestarted workers (:func:`local_ray_env`);
+Tune's callback usage tag counts without importing W&B (:func:`count_callbacks_without_integrations`).
+These names are not a public API: pyproject.toml pins the versions they were checked against, and
 ``tests/test_private_api.py`` fails loudly, naming the attribute, when an upgrade changes one.
 """
 
@@ -35,7 +35,7 @@ def trial_actor_env() -> dict[str, str]:
 # config ``prestart_worker_first_driver``, src/ray/common/ray_config_def.h, read from the environment as
 # RAY_prestart_worker_first_driver; checked with ray 2.60). Tune never uses them: it gives every trial actor
 # a runtime_env of its own (env_vars), so each trial actor starts a worker with that env, and the
-# prestarted ones (empty runtime env) sit idle for the whole sweep: on this 2-core machine about 0.75 s of
+# prestarted ones (empty runtime env) sit idle for the whole sweep: on this 2-core machine 0.4 to 0.75 s of
 # CPU each while Ray starts and 42 MB of unique memory each (80 MB RSS) for as long as it runs, one per CPU
 # of the node. A task that does want one (the teacher stage's) starts a worker on demand.
 PRESTART_ENV = "RAY_prestart_worker_first_driver"
