@@ -95,6 +95,11 @@ def main() -> None:
     p.add_argument(
         "--channels-last", action="store_true", help="kdseg with train.channels_last (both loops NHWC)"
     )
+    p.add_argument(
+        "--optimizer-in-backward",
+        action="store_true",
+        help="kdseg with train.optimizer_in_backward (each bucket of parameters updated inside backward)",
+    )
     args = p.parse_args()
     machine = machine_info(args.device)
     print_machine(machine)
@@ -105,7 +110,7 @@ def main() -> None:
     from kdseg.models import build_model
     from kdseg.train import make_accelerator
     from kdseg.train.setup import Models, build_optimizer
-    from kdseg.train.step import train_step
+    from kdseg.train.step import steps_in_backward, train_step
 
     cfg = KDConfig.model_validate(
         {
@@ -115,6 +120,7 @@ def main() -> None:
                 "device": args.device,
                 "amp": "off",
                 "channels_last": args.channels_last,
+                "optimizer_in_backward": args.optimizer_in_backward,
             },
             "distill": {"mode": "online", "temperature": 4.0, "alpha": 0.5, "sites": ["logits"]},
         }
@@ -134,6 +140,7 @@ def main() -> None:
     student, teacher = accelerator.prepare(m.student), accelerator.prepare(m.teacher)
     objective = m.objective.to(accelerator.device)
     opt_s, opt_t = accelerator.prepare(opt_s, opt_t)
+    steps_in_backward(accelerator, cfg.train, (opt_s, opt_t))  # as train_kd does: each update inside backward
     phase = phase_for("none", 0, 0, True, mode="online")
 
     def kdseg_step():
@@ -192,6 +199,7 @@ def main() -> None:
             "size": [h, w],
             "batch": args.batch,
             "channels_last": args.channels_last,
+            "optimizer_in_backward": args.optimizer_in_backward,
             "kdseg_ms": k * 1e3,
             "hand_written_ms": r * 1e3,
             "ratio": ratio,

@@ -152,7 +152,13 @@ def child(args) -> None:
             "teacher": {"arch": "Unet", "encoder": "resnet34"},
             "student": {"arch": "Unet", "encoder": "resnet18"},
             "distill": {"mode": "online", "temperature": 4.0, "alpha": 0.5, "sites": ["logits"]},
-            "train": {"epochs": args.epochs, "batch_size": 8, "num_workers": 0, "seed": 0},
+            "train": {
+                "epochs": args.epochs,
+                "batch_size": 8,
+                "num_workers": 0,
+                "seed": 0,
+                "optimizer_in_backward": args.optimizer_in_backward,
+            },
             "tracking": {
                 "wandb": {
                     "mode": args.wandb,
@@ -321,6 +327,7 @@ def run_trials(args, n: int) -> list[dict[str, Any]]:
         str(args.trials_per_process),
         "--release" if args.release else "--no-release",
         *([] if args.log_images_every is None else ["--log-images-every", str(args.log_images_every)]),
+        *(["--optimizer-in-backward"] if args.optimizer_in_backward else []),
     ]
     env = {**os.environ, **dict(kv.split("=", 1) for kv in args.env)}
     procs = [subprocess.Popen(cmd, stdout=subprocess.PIPE, text=True, env=env) for _ in range(n)]
@@ -355,6 +362,11 @@ def main() -> None:
         type=int,
         default=None,
         help="tracking.wandb.log_images_every (default: the config's, 5: images after epoch 1; 0: none)",
+    )
+    p.add_argument(
+        "--optimizer-in-backward",
+        action="store_true",
+        help="train.optimizer_in_backward (parameters updated inside backward, gradients freed there)",
     )
     p.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = p.parse_args()
@@ -426,6 +438,7 @@ def main() -> None:
                 "release": args.release,
                 "env": args.env,
                 "log_images_every": args.log_images_every,
+                "optimizer_in_backward": args.optimizer_in_backward,
             },
             "results": results,
             "total_s": time.perf_counter() - started,

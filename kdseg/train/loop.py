@@ -52,6 +52,7 @@ from kdseg.train.step import (
     across_processes,
     broadcast_buffers,
     check_finite,
+    steps_in_backward,
     train_step,
 )
 from kdseg.train.validation import epoch_metrics, evaluate
@@ -169,6 +170,9 @@ def train_kd(
     if opt_t is not None:
         opt_t = accelerator.prepare(opt_t)
 
+    # each parameter updated as soon as its gradient is ready: the gradients are never all held at once
+    in_backward = steps_in_backward(accelerator, t, (opt_s, opt_t))
+
     main = accelerator.is_main_process  # the one writer: files, hooks, report, progress
     if run_dir is not None and main:
         run_dir.mkdir(parents=True, exist_ok=True)
@@ -277,6 +281,8 @@ def train_kd(
         last = metrics
     accelerator.wait_for_everyone()  # files written when train_kd returns, on every process
     m.close()
+    if in_backward is not None:
+        in_backward.close()
     return last
 
 
