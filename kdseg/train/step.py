@@ -163,9 +163,9 @@ class StepsInBackward:
         self.handles = []
         for opt in optimizers:
             raw = getattr(opt, "optimizer", opt)  # under accelerate's AcceleratedOptimizer
-            for group in raw.param_groups:
+            for index, group in enumerate(raw.param_groups):
                 for bucket in _buckets(group["params"], bucket_bytes):
-                    hook = _step_bucket(raw, group, bucket)
+                    hook = _step_bucket(raw, index, bucket)
                     self.handles.extend(p.register_post_accumulate_grad_hook(hook) for p in bucket)
 
     def close(self) -> None:
@@ -205,10 +205,11 @@ def _buckets(params: list[torch.Tensor], limit: int) -> Iterable[list[torch.Tens
         yield bucket
 
 
-def _step_bucket(opt: torch.optim.Optimizer, group: dict, bucket: list[torch.Tensor]):
+def _step_bucket(opt: torch.optim.Optimizer, index: int, bucket: list[torch.Tensor]):
     def hook(_: torch.Tensor) -> None:
         if any(q.grad is None for q in bucket):  # the bucket's other gradients are still to come
             return
+        group = opt.param_groups[index]  # looked up now: load_state_dict replaces the group dicts
         params = group["params"]
         group["params"] = bucket  # step() walks these parameters, not the whole group
         try:
