@@ -180,109 +180,114 @@ def train_kd(
         truncate_metrics(run_dir, keep_epochs=start_epoch)
 
     last: dict[str, Any] = {}
-    for epoch in range(start_epoch, t.epochs):
-        seed_everything(epoch_seed(t.seed, epoch))
-        alpha = alpha_at(cfg.distill, epoch, t.epochs)  # distill.alpha_schedule, fixed for the epoch
-        m.objective.alpha = alpha
-        # shuffle order and augmentations are functions of (seed, epoch): resumed runs see the same batches
-        for obj in (train_loader, getattr(train_loader, "dataset", None)):
-            if hasattr(obj, "set_epoch"):
-                obj.set_epoch(epoch)
-        student.train()
-        if m.teacher_trains:
-            teacher.train()
-        sums: dict[str, float] = {}
-        n_steps, n_images = 0, 0
-        if torch.cuda.is_available():
-            torch.cuda.reset_peak_memory_stats()
-        t0 = time.perf_counter()
-        for step, (x, y) in enumerate(train_loader):
-            if step >= steps_per_epoch:
-                break
-            phase = phase_for(
-                cfg.distill.alternation, epoch, global_step, m.teacher_trains, mode=cfg.distill.mode
+    try:
+        for epoch in range(start_epoch, t.epochs):
+            seed_everything(epoch_seed(t.seed, epoch))
+            alpha = alpha_at(cfg.distill, epoch, t.epochs)  # distill.alpha_schedule, fixed for the epoch
+            m.objective.alpha = alpha
+            # shuffle order and augmentations are functions of (seed, epoch): resumed runs see the same batches
+            for obj in (train_loader, getattr(train_loader, "dataset", None)):
+                if hasattr(obj, "set_epoch"):
+                    obj.set_epoch(epoch)
+            student.train()
+            if m.teacher_trains:
+                teacher.train()
+            sums: dict[str, float] = {}
+            n_steps, n_images = 0, 0
+            if torch.cuda.is_available():
+                torch.cuda.reset_peak_memory_stats()
+            t0 = time.perf_counter()
+            for step, (x, y) in enumerate(train_loader):
+                if step >= steps_per_epoch:
+                    break
+                phase = phase_for(
+                    cfg.distill.alternation, epoch, global_step, m.teacher_trains, mode=cfg.distill.mode
+                )
+                parts = train_step(accelerator, m, student, teacher, objective, opt_s, opt_t, x, y, phase, t)
+                check_finite(parts, "training", epoch, step)
+                for k, v in parts.items():
+                    sums[k] = sums.get(k, 0.0) + v
+                if phase.update_student:
+                    sched_s.step()
+                if sched_t is not None and phase.update_teacher:
+                    sched_t.step()
+                n_steps += 1
+                n_images += x.shape[0]
+                global_step += 1
+                if on_step is not None and main:
+                    on_step(step + 1, steps_per_epoch)
+            train_time = time.perf_counter() - t0
+            sums, n_images = across_processes(accelerator, sums, n_images)
+
+            for model in (
+                student,
+                teacher if m.teacher_trains else None,
+            ):  # every rank validates what is saved
+                broadcast_buffers(accelerator, model)
+            s_eval = evaluate(student, val_loader, data.num_classes, data.ignore_index, accelerator)
+            t_eval = (
+                evaluate(teacher, val_loader, data.num_classes, data.ignore_index, accelerator)
+                if teacher is not None
+                else None
             )
-            parts = train_step(accelerator, m, student, teacher, objective, opt_s, opt_t, x, y, phase, t)
-            check_finite(parts, "training", epoch, step)
-            for k, v in parts.items():
-                sums[k] = sums.get(k, 0.0) + v
-            if phase.update_student:
-                sched_s.step()
-            if sched_t is not None and phase.update_teacher:
-                sched_t.step()
-            n_steps += 1
-            n_images += x.shape[0]
-            global_step += 1
-            if on_step is not None and main:
-                on_step(step + 1, steps_per_epoch)
-        train_time = time.perf_counter() - t0
-        sums, n_images = across_processes(accelerator, sums, n_images)
+            metrics = epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m, opt_s, metric=t.metric)
+            metrics["alpha"] = alpha
+            metrics["images_per_s"] = n_images / train_time if train_time > 0 else 0.0
+            metrics["epoch_time_s"] = time.perf_counter() - t0
+            if torch.cuda.is_available():
+                metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
 
-        for model in (student, teacher if m.teacher_trains else None):  # every rank validates what is saved
-            broadcast_buffers(accelerator, model)
-        s_eval = evaluate(student, val_loader, data.num_classes, data.ignore_index, accelerator)
-        t_eval = (
-            evaluate(teacher, val_loader, data.num_classes, data.ignore_index, accelerator)
-            if teacher is not None
-            else None
-        )
-        metrics = epoch_metrics(epoch, sums, n_steps, s_eval, t_eval, m, opt_s, metric=t.metric)
-        metrics["alpha"] = alpha
-        metrics["images_per_s"] = n_images / train_time if train_time > 0 else 0.0
-        metrics["epoch_time_s"] = time.perf_counter() - t0
-        if torch.cuda.is_available():
-            metrics["peak_memory_mb"] = torch.cuda.max_memory_allocated() / 2**20
-
-        if hooks and main:
-            unwrap = accelerator.unwrap_model
-            ctx = EpochContext(
-                cfg,
-                epoch + 1,
-                metrics,
-                unwrap(student),
-                unwrap(teacher) if teacher is not None else None,
-                data,
-                accelerator.device,
-                run_dir,
-            )
-            for hook in hooks:
-                hook(ctx)
-
-        checkpoint = None
-        if run_dir is not None and main:
-            append_metrics(run_dir, metrics)
-            is_last = epoch + 1 == t.epochs
-            full = (epoch + 1) % t.checkpoint_every == 0 or is_last
-            full = full and (not is_last or keep_last_checkpoint)
-            write_student = is_last or (full if student_at is None else epoch + 1 in student_at)
-            if full or write_student:
-                student_state = cpu_state(accelerator.unwrap_model(student))
-            if write_student:
-                save_atomic(student_state, run_dir / STUDENT_CHECKPOINT)
-            if full:
-                state = training_state(
+            if hooks and main:
+                unwrap = accelerator.unwrap_model
+                ctx = EpochContext(
                     cfg,
                     epoch + 1,
-                    global_step,
-                    accelerator,
-                    student_state,
-                    # a frozen teacher loaded from teacher.checkpoint is rebuilt from it on resume
-                    None if not m.teacher_trains and cfg.teacher.checkpoint is not None else teacher,
-                    m.objective,
-                    opt_s,
-                    sched_s,
-                    opt_t,
-                    sched_t,
+                    metrics,
+                    unwrap(student),
+                    unwrap(teacher) if teacher is not None else None,
+                    data,
+                    accelerator.device,
+                    run_dir,
                 )
-                checkpoint = save_checkpoint(state, epoch + 1)
-                del state
-        if report is not None and (main or report_every_process):
-            report(metrics, checkpoint)
-        last = metrics
-    accelerator.wait_for_everyone()  # files written when train_kd returns, on every process
-    m.close()
-    if in_backward is not None:
-        in_backward.close()
+                for hook in hooks:
+                    hook(ctx)
+
+            checkpoint = None
+            if run_dir is not None and main:
+                append_metrics(run_dir, metrics)
+                is_last = epoch + 1 == t.epochs
+                full = (epoch + 1) % t.checkpoint_every == 0 or is_last
+                full = full and (not is_last or keep_last_checkpoint)
+                write_student = is_last or (full if student_at is None else epoch + 1 in student_at)
+                if full or write_student:
+                    student_state = cpu_state(accelerator.unwrap_model(student))
+                if write_student:
+                    save_atomic(student_state, run_dir / STUDENT_CHECKPOINT)
+                if full:
+                    state = training_state(
+                        cfg,
+                        epoch + 1,
+                        global_step,
+                        accelerator,
+                        student_state,
+                        # a frozen teacher loaded from teacher.checkpoint is rebuilt from it on resume
+                        None if not m.teacher_trains and cfg.teacher.checkpoint is not None else teacher,
+                        m.objective,
+                        opt_s,
+                        sched_s,
+                        opt_t,
+                        sched_t,
+                    )
+                    checkpoint = save_checkpoint(state, epoch + 1)
+                    del state
+            if report is not None and (main or report_every_process):
+                report(metrics, checkpoint)
+            last = metrics
+        accelerator.wait_for_everyone()  # files written when train_kd returns, on every process
+    finally:  # also when the trial is stopped or fails: no hook keeps the models and optimisers alive
+        m.close()
+        if in_backward is not None:
+            in_backward.close()
     return last
 
 
