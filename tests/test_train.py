@@ -445,3 +445,17 @@ def test_steps_in_backward_are_unhooked_when_a_trial_stops_midway(small, tmp_pat
     with pytest.raises(RuntimeError, match="stopped by the scheduler"):
         train_kd(cfg, data, stop, run_dir=tmp_path / "run")
     assert closed == [True]
+
+
+def test_optimizer_in_backward_falls_back_and_says_so_where_it_cannot_run(caplog):
+    from types import SimpleNamespace
+
+    from kdseg.train.step import steps_in_backward
+
+    t = SimpleNamespace(optimizer_in_backward=True, grad_clip=None)
+    off = SimpleNamespace(optimizer_in_backward=False, grad_clip=None)
+    ddp = SimpleNamespace(num_processes=2, scaler=None)
+    assert steps_in_backward(ddp, off, ()) is None and not caplog.records
+    with caplog.at_level("WARNING"):
+        assert steps_in_backward(ddp, t, ()) is None
+    assert "train.optimizer_in_backward: not with 2 processes" in caplog.text

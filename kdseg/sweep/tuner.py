@@ -21,7 +21,7 @@ def _init_ray(address: str | None, verbose: bool) -> None:
     # Tune's own loggers are given explicitly (_tuner: result.json, progress.csv), not TensorBoard's: its
     # tensorboardX imports torch into the driver (2 s, 400 MB) for event files nothing here reads
     os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
-    from kdseg.sweep.ray_private import count_callbacks_without_integrations, trial_actor_env
+    from kdseg.sweep.ray_private import count_callbacks_without_integrations, local_ray_env, trial_actor_env
 
     count_callbacks_without_integrations()  # Tune would import wandb into the driver to name its callbacks
 
@@ -43,8 +43,6 @@ def _init_ray(address: str | None, verbose: bool) -> None:
     if address:
         ray.init(address=address, **kwargs)
     else:
-        from kdseg.sweep.ray_private import local_ray_env
-
         os.environ.update(local_ray_env())  # the raylet ray.init starts inherits it
         ray.init(include_dashboard=False, **kwargs)
 

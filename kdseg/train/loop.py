@@ -170,7 +170,7 @@ def train_kd(
     if opt_t is not None:
         opt_t = accelerator.prepare(opt_t)
 
-    # each parameter updated as soon as its gradient is ready: the gradients are never all held at once
+    # train.optimizer_in_backward: parameters updated inside backward, their gradients never all held at once
     in_backward = steps_in_backward(accelerator, t, (opt_s, opt_t))
 
     main = accelerator.is_main_process  # the one writer: files, hooks, report, progress
@@ -219,10 +219,8 @@ def train_kd(
             train_time = time.perf_counter() - t0
             sums, n_images = across_processes(accelerator, sums, n_images)
 
-            for model in (
-                student,
-                teacher if m.teacher_trains else None,
-            ):  # every rank validates what is saved
+            # every rank validates what is saved
+            for model in (student, teacher if m.teacher_trains else None):
                 broadcast_buffers(accelerator, model)
             s_eval = evaluate(student, val_loader, data.num_classes, data.ignore_index, accelerator)
             t_eval = (
