@@ -22,7 +22,10 @@ student) on tiny generated scenes so that the whole benchmark runs on 2 CPU core
         [--alphas 0.2,0.5,0.8] [--order-seed 0] [--concurrency 2] [--size 32x32] [--n 96] [--out DIR]
 
 Then ASHA's rung logic (Ray's own) is replayed on the FIFO arm's learning curves for
-``--replay-orders`` other orders of the same configs: how typical the one measured order is.
+``--replay-orders`` other orders of the same configs: how typical the one measured order is. The replay
+compares what kdseg's ASHA compares at its rungs, each trial's reported ``score`` (the objective, here
+val_miou, with the quality floor: ``kdseg.sweep.selection``), and measures what it keeps in val_miou; a JSON
+line without score curves (written before they were recorded) is replayed on val_miou and says so.
 
 Prints a table per arm, a comparison, the machine and its load, and one JSON line
 ``{"benchmark": "asha_vs_fifo", ...}``.
@@ -130,6 +133,7 @@ def run_arm(name: str, space: Path, out_root: Path) -> dict[str, Any]:
                 "val_miou": row.get("val_miou"),
                 "trial_s": sum(e.get("epoch_time_s", 0.0) for e in epochs),
                 "curve": [e.get("val_miou") for e in epochs],
+                "score_curve": [e.get("score") for e in epochs],  # what ASHA compared at its rungs
             }
         )
     scored = [t for t in trials if t["val_miou"] is not None]
@@ -165,19 +169,38 @@ def print_arm(arm: dict[str, Any]) -> None:
     )
 
 
-def fifo_curves(fifo: dict[str, Any], max_t: int) -> dict[tuple, list[float]]:
-    """(lr, alpha) -> val_miou per epoch, for the FIFO arm's trials that ran all ``max_t`` epochs."""
-    return {
-        (t["lr"], t["alpha"]): t["curve"]
-        for t in fifo["trials"]
-        if len(t["curve"]) == max_t and None not in t["curve"]
-    }
+def fifo_curves(fifo: dict[str, Any], max_t: int, key: str = "curve") -> dict[tuple, list[float]]:
+    """(lr, alpha) -> val_miou per epoch (``key="score_curve"``: the score ASHA compares), for the FIFO
+    arm's trials that ran all ``max_t`` epochs; {} when a trial lacks that curve (an older JSON line)."""
+    full = [t for t in fifo["trials"] if len(t["curve"]) == max_t and None not in t["curve"]]
+    curves = {(t["lr"], t["alpha"]): t.get(key) for t in full}
+    if any(c is None or len(c) != max_t or None in c for c in curves.values()):
+        return {}
+    return curves
+
+
+def rung_curves(fifo: dict[str, Any], max_t: int) -> tuple[dict[tuple, list[float]] | None, str]:
+    """The curves ASHA's rungs compare in a replay, and their name: the trials' reported score, or
+    val_miou (with a note) when the JSON line has no score curves."""
+    scores = fifo_curves(fifo, max_t, "score_curve")
+    if scores:
+        return scores, "score"
+    return None, "val_miou (this JSON line has no score curves; kdseg's ASHA compares the score)"
 
 
 def replay(
-    curves: dict[tuple, list[float]], max_t: int, grace: int, rf: float, concurrency: int, orders: int
+    curves: dict[tuple, list[float]],
+    max_t: int,
+    grace: int,
+    rf: float,
+    concurrency: int,
+    orders: int,
+    rungs_on: dict[tuple, list[float]] | None = None,
 ) -> dict[str, Any] | None:
     """Ray's own ASHA rung logic replayed on the FIFO arm's learning curves, for many trial orders.
+
+    ``curves`` (val_miou) measure what is kept; ``rungs_on`` (default: ``curves``) is what the rungs
+    compare: the score a kdseg sweep reports.
 
     The curves are what every trial reaches at each epoch whatever the scheduler, so ASHA's outcome
     for another order of the same configs can be computed without training: ``concurrency`` slots,
@@ -196,6 +219,7 @@ def replay(
     if not curves:
         return None
     best = max(c[-1] for c in curves.values())
+    rungs_on = rungs_on or curves
 
     def one(order: list) -> tuple[float, float]:
         bracket = _Bracket(min_t=grace, max_t=max_t, reduction_factor=rf, s=0, stop_last_trials=True)
@@ -206,11 +230,11 @@ def replay(
             key = min(running, key=lambda q: running[q])
             running[key] += 1
             epoch = running[key]
-            value = curves[key][epoch - 1]
+            value = rungs_on[key][epoch - 1]
             stop = bracket.on_result(types.SimpleNamespace(trial_id=str(key)), epoch, value) == "STOP"
             if stop or epoch >= max_t:
                 used += epoch
-                final.append(value)
+                final.append(curves[key][epoch - 1])
                 del running[key]
         return used / (len(curves) * max_t), best - max(final)
 
@@ -236,13 +260,15 @@ def replay(
     }
 
 
-def replay_grid(curves, max_t: int, grid: list[tuple[int, float]], concurrency: int, orders: int) -> list:
+def replay_grid(
+    curves, max_t: int, grid: list[tuple[int, float]], concurrency: int, orders: int, rungs_on=None
+) -> list:
     """:func:`replay` for each (grace_period, reduction_factor) of ``grid`` on the same curves and orders."""
-    rows = [replay(curves, max_t, g, rf, concurrency, orders) for g, rf in grid if 1 <= g <= max_t]
+    rows = [replay(curves, max_t, g, rf, concurrency, orders, rungs_on) for g, rf in grid if 1 <= g <= max_t]
     return [r for r in rows if r is not None]
 
 
-def print_replay_grid(rows: list[dict[str, Any]], chosen: tuple[int, float] | None) -> None:
+def print_replay_grid(rows: list[dict[str, Any]], chosen: tuple[int, float] | None, compared: str) -> None:
     table(
         [
             "grace",
@@ -272,8 +298,8 @@ def print_replay_grid(rows: list[dict[str, Any]], chosen: tuple[int, float] | No
             ]
             for r in rows
         ],
-        f"ASHA rung settings replayed on the FIFO curves, {rows[0]['orders']} shuffled orders each "
-        f"(best kept: final best within {BEST_TOLERANCE} of FIFO's)"
+        f"ASHA rung settings replayed on the FIFO curves, {rows[0]['orders']} shuffled orders each, rungs "
+        f"comparing {compared} (best kept: final best val_miou within {BEST_TOLERANCE} of FIFO's)"
         if rows
         else "no replay",
     )
@@ -386,21 +412,24 @@ def main() -> None:
         f"{'met' if best_ok else 'NOT met'})"
     )
     curves = fifo_curves(fifo, args.max_t)
+    rungs_on, compared = rung_curves(fifo, args.max_t)
     rp = (
-        replay(curves, args.max_t, args.grace, args.rf, args.concurrency, args.replay_orders)
+        replay(curves, args.max_t, args.grace, args.rf, args.concurrency, args.replay_orders, rungs_on)
         if args.replay_orders
         else None
     )
     if rp is not None:
+        rp["rungs_compare"] = compared
         worst = rp["sorted_worst_to_best"]
         print(
-            f"replayed on the FIFO curves for {rp['orders']} shuffled orders (Ray's ASHA rungs, equal epoch "
+            f"replayed on the FIFO curves for {rp['orders']} shuffled orders (Ray's ASHA rungs comparing "
+            f"{compared}; best kept: val_miou; equal epoch "
             f"times): compute median {rp['compute_fraction_median']:.1%} (max {rp['compute_fraction_max']:.1%}); "
             f"compute target met in {rp['compute_target_met_share']:.0%} of orders, best target in "
             f"{rp['best_target_met_share']:.0%}, both in {rp['both_met_share']:.0%}; configs sorted worst to "
             f"best: {worst[0]:.1%} of the compute"
         )
-    grid, chosen = grid_report(curves, args)
+    grid, chosen = grid_report(curves, args, rungs_on, compared)
     emit(
         {
             "benchmark": "asha_vs_fifo",
@@ -438,13 +467,15 @@ def main() -> None:
     )
 
 
-def grid_report(curves, args) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
+def grid_report(curves, args, rungs_on, compared: str) -> tuple[list[dict[str, Any]], dict[str, Any] | None]:
     """The grid of rung settings replayed and printed, and the one :func:`choose` picks."""
     if not args.replay_orders or not curves:
         return [], None
-    rows = replay_grid(curves, args.max_t, args.replay_grid, args.concurrency, args.replay_orders)
+    rows = replay_grid(curves, args.max_t, args.replay_grid, args.concurrency, args.replay_orders, rungs_on)
+    for r in rows:
+        r["rungs_compare"] = compared
     best = choose(rows)
-    print_replay_grid(rows, (best["grace_period"], best["reduction_factor"]) if best else None)
+    print_replay_grid(rows, (best["grace_period"], best["reduction_factor"]) if best else None, compared)
     if best is not None:
         print(
             f"chosen (goal met in the most orders): grace_period {best['grace_period']}, reduction_factor "
@@ -463,12 +494,13 @@ def replay_only(args, machine: dict[str, Any], started: float) -> None:
     settings = earlier["settings"]
     args.max_t, args.concurrency = int(settings["max_t"]), int(settings["concurrency"])
     curves = fifo_curves(earlier["fifo"], args.max_t)
+    rungs_on, compared = rung_curves(earlier["fifo"], args.max_t)
     print(
         f"replaying {len(curves)} FIFO curves of {args.replay_from} (max_t {args.max_t}, concurrency "
         f"{args.concurrency}; measured on: {earlier['machine'].get('cpu_model')}, load "
-        f"{earlier['machine'].get('loadavg')})"
+        f"{earlier['machine'].get('loadavg')}); rungs comparing {compared}"
     )
-    grid, chosen = grid_report(curves, args)
+    grid, chosen = grid_report(curves, args, rungs_on, compared)
     emit(
         {
             "benchmark": "asha_vs_fifo",

@@ -109,6 +109,9 @@ def test_asha_vs_fifo_benchmark_runs_both_arms_on_the_same_configs(tmp_path):
     asha, fifo = r["asha"], r["fifo"]
     assert [(t["lr"], t["alpha"]) for t in asha["trials"]] == [(t["lr"], t["alpha"]) for t in fifo["trials"]]
     assert fifo["epochs_total"] == 2 and all(t["epochs"] == 2 for t in fifo["trials"])
+    # the replay compares what kdseg's ASHA compared: the score each trial reported every epoch
+    assert all(len(t["score_curve"]) == t["epochs"] for t in asha["trials"] + fifo["trials"])
+    assert r["replay"]["rungs_compare"] == "score"
     s = r["summary"]
     for key in ("compute_fraction_epochs", "best_gap", "compute_target_met", "best_target_met"):
         assert key in s
@@ -140,6 +143,17 @@ def test_asha_vs_fifo_replays_a_grid_of_rung_settings_on_saved_curves(tmp_path):
     # one slot, grace 1, rf 2: the worse half stops at each rung, so less than all of the compute
     assert rows[(1, 2.0)]["compute_fraction_median"] < 1.0
     assert r["replay_chosen"] in r["replay_grid"]
+    assert "rungs comparing val_miou (this JSON line has no score curves" in out
+
+    # with the scores the trials reported, the rungs compare those: here the best student scores lowest
+    # (as a student of a fast-learning teacher did under the old gap to the floor), so it is stopped
+    for t in trials:
+        t["score_curve"] = [-v for v in t["curve"]]
+    saved.write_text(json.dumps(earlier) + "\n")
+    out, r = run_bench("asha_vs_fifo", "--replay-from", str(saved), "--replay-orders", "5", "--replay-grid", "1:2")
+    assert "rungs comparing score" in out
+    (row,) = r["replay_grid"]
+    assert row["rungs_compare"] == "score" and row["best_target_met_share"] < 1.0
 
 
 @pytest.mark.e2e  # minutes-long scenario, run with -m e2e (keeps the default suite inside CI time)

@@ -130,7 +130,7 @@ def test_best_row_prefers_finished_trials() -> None:
 
 def test_quality_floor_tier_and_winner() -> None:
     """A tiny student under the floor ranks after every full-budget student over it, and never wins."""
-    tiny = row("tiny", "completed", 0.045, 150_000, 3, score=0.045 - 0.10, below_floor=True)
+    tiny = row("tiny", "completed", 0.045, 150_000, 3, score=0.045 - 1, below_floor=True)
     r18 = row("r18", "completed", 0.128, 14_300_000, 3, score=0.128 / 14.3, below_floor=False)
     stopped = row("stop", "stopped", 0.12, 14_300_000, 1, score=0.12 / 14.3, below_floor=False)
     ranked = build_leaderboard([tiny, stopped, r18], "iou_per_mparam", max_t=3)

@@ -15,7 +15,7 @@ and orders the rows in four tiers:
    measured after ``max_t``,
 3. failed trials (``error``, ``diverged``),
 
-each tier by the sweep's objective: its ``score`` (the objective's value, or ``val_miou - floor`` under
+each tier by the sweep's objective: its ``score`` (the objective's value, or ``val_miou - 1`` under
 the floor), or for ``pareto`` the front's members first, then ``val_miou`` descending. Rows without a
 value come last in their tier; ties go to the smaller student, then to the trial id. The Pareto front
 (maximise ``val_miou``, minimise the cost: ``student_params`` unless the sweep says otherwise) uses the

@@ -12,8 +12,11 @@ use that same quantity:
   ``sweep.quality_floor`` (default 0.8) times its teacher's val mIoU at the same epoch. A no-KD control
   has no teacher of its own and is held to the mean val mIoU of the sweep's teachers at that epoch.
 - **The score** of a trial at an epoch is the objective's value when the trial is at or over the floor,
-  and ``val_miou - floor`` (negative) when it is under it: every student under the floor scores below
-  every student over it, and among those under it the one closest to the floor scores highest.
+  and ``val_miou - 1`` (in [-1, 0)) when it is under it: every student under the floor scores below
+  every student over it, and among those under it the better student scores higher, whatever its
+  teacher. (It was ``val_miou - floor``: under the floor that rewarded a worse teacher, whose lower
+  floor made its student look closer to it; ASHA then stopped the students of the teachers that learned
+  fastest. docs/selection.md has the measurement.)
 
 Costs: ``student_params`` (counted on the deployed student), ``gflops`` and ``latency_ms`` (batch-1
 median latency) are measured once per student architecture and input size per sweep
@@ -33,10 +36,12 @@ __all__ = [
     "CONTROL_KEY",
     "COSTS",
     "DEFAULT_QUALITY_FLOOR",
+    "DIVERGED_SCORE",
     "OBJECTIVES",
     "PARETO",
     "SCALAR_OBJECTIVES",
     "SCORE",
+    "UNDER_FLOOR_OFFSET",
     "as_number",
     "Objective",
     "check_objective",
@@ -50,6 +55,11 @@ PARETO = "pareto"
 SCORE = "score"  # the reported metric ASHA and a single-objective study follow
 CONTROL_KEY = "kdseg_control"  # the trial parameter that marks a no-KD control (kdseg.space.controls)
 DEFAULT_QUALITY_FLOOR = 0.8
+# under the floor the score is val_miou - 1: below every objective value (all are >= 0), since a student
+# under a floor of at most its teacher's mIoU (quality_floor <= 1) has val_miou < 1
+UNDER_FLOOR_OFFSET = 1.0
+# a diverged trial's score: below every trial that reported a number (under the floor: >= -1)
+DIVERGED_SCORE = -2.0
 COSTS = ("student_params", "gflops", "latency_ms")
 
 
@@ -137,8 +147,8 @@ def score_metrics(
     value = objective_value(objective, metrics)
     miou = as_number(metrics.get("val_miou"))
     below = None if floor is None or miou is None else miou < floor
-    if below:
-        score = miou - floor
+    if below:  # the student's own quality, never its teacher's: a worse teacher must not raise it
+        score = miou - UNDER_FLOOR_OFFSET
     else:
         score = value
     return {SCORE: score, "quality_floor": floor, "below_floor": below}

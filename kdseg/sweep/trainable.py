@@ -171,7 +171,7 @@ def run_trial(
     """
     from kdseg.config import config_to_dict
     from kdseg.sweep.faults import FaultInjector
-    from kdseg.sweep.selection import score_metrics
+    from kdseg.sweep.selection import DIVERGED_SCORE, score_metrics
     from kdseg.sweep.space import describe_trial, trial_config, trial_label
     from kdseg.sweep.teacher_stage import fill_teacher
     from kdseg.train import Diverged, train_kd
@@ -291,10 +291,12 @@ def run_trial(
             # A NaN/inf loss ends this trial as 'diverged': reported, not retried, not a crash.
             wb.finish("diverged", error=str(e))
             final = {k: v for k, v in last.items() if not (isinstance(v, float) and math.isnan(v))}
-            # ASHA compares numbers: a diverged student scores below any student that reported (a score
-            # under the floor is > -1); the leaderboard shows it as 'diverged', the study as FAIL.
+            # ASHA compares numbers: a diverged student scores below any student that reported
+            # (DIVERGED_SCORE); the leaderboard shows it as 'diverged', the study as FAIL.
             final = {**static, "student_params": 0, **final}
-            final.update(diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0, score=-1.0)
+            final.update(
+                diverged=True, error=str(e)[:500], val_miou=0.0, iou_per_mparam=0.0, score=DIVERGED_SCORE
+            )
             report_to_tune(final)
         finally:
             if restored is not None:
