@@ -150,7 +150,9 @@ def test_asha_vs_fifo_replays_a_grid_of_rung_settings_on_saved_curves(tmp_path):
     for t in trials:
         t["score_curve"] = [-v for v in t["curve"]]
     saved.write_text(json.dumps(earlier) + "\n")
-    out, r = run_bench("asha_vs_fifo", "--replay-from", str(saved), "--replay-orders", "5", "--replay-grid", "1:2")
+    out, r = run_bench(
+        "asha_vs_fifo", "--replay-from", str(saved), "--replay-orders", "5", "--replay-grid", "1:2"
+    )
     assert "rungs comparing score" in out
     (row,) = r["replay_grid"]
     assert row["rungs_compare"] == "score" and row["best_target_met_share"] < 1.0
