@@ -104,9 +104,17 @@ def test_defaults(tmp_path: Path) -> None:
     assert sw.num_samples == 8 and sw.metric == "val_miou" and sw.mode == "max"
     assert sw.objective == "iou_per_mparam" and sw.max_concurrent is None
     assert sw.asha.max_t == 6  # the base config's train.epochs
-    assert (sw.asha.grace_period, sw.asha.reduction_factor) == (1, 3)
+    assert (sw.asha.grace_period, sw.asha.reduction_factor) == (2, 2)
     assert (sw.resources_per_trial.cpu, sw.resources_per_trial.gpu) == (1, 0)
     assert initial_points(spec) == [] and grid_size(spec) == 1
+    # a one-epoch sweep: the default grace period is max_t, not an error about grace > max_t
+    one = load_space(
+        write(
+            tmp_path,
+            "base: base.yaml\nspace: {distill.alpha: {uniform: [0.1, 0.9]}}\nsweep: {asha: {max_t: 1}}\n",
+        )
+    )
+    assert (one.sweep.asha.max_t, one.sweep.asha.grace_period) == (1, 1)
 
 
 def test_overrides_route_to_spec_and_base(tmp_path: Path) -> None:

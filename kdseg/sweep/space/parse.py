@@ -21,6 +21,7 @@ from kdseg.sweep.space.domains import _check_config_key, _check_overlaps, _parse
 from kdseg.sweep.space.schema import (
     _URL,
     CONFIG_SECTIONS,
+    DEFAULT_GRACE_PERIOD,
     SPACE_KEYS,
     SweepSpec,
     _SpaceFile,
@@ -130,6 +131,8 @@ def _load(doc: dict[str, Any], path: Path, overrides: Iterable[str | tuple[str, 
     sweep = raw.sweep.model_copy(deep=True)
     if sweep.asha.max_t is None:
         sweep.asha.max_t = base_config.train.epochs
+    if sweep.asha.grace_period is None:
+        sweep.asha.grace_period = min(DEFAULT_GRACE_PERIOD, sweep.asha.max_t)
     if sweep.asha.grace_period > sweep.asha.max_t:
         raise ConfigError(
             f"{src}: sweep.asha.grace_period: {sweep.asha.grace_period} exceeds sweep.asha.max_t "
