@@ -124,6 +124,11 @@ def _objective_text(s) -> str:
     return (
         f"{_esc(s.objective)}; {floor}; the study, TPE, ASHA (max_t {s.asha.max_t}, grace "
         f"{s.asha.grace_period}, reduction {s.asha.reduction_factor:g}) and this ranking all use the same score"
+        + (
+            "; under the floor the score is val mIoU &minus; 1, the student's own quality"
+            if s.quality_floor > 0
+            else ""
+        )
     )
 
 
