@@ -13,7 +13,7 @@ table{border-collapse:collapse;font-size:.82em;margin:.5em 0}th,td{padding:3px 7
 th{background:#f4f4f4;position:sticky;top:0}td.l,th.l{text-align:left}
 tr.best td{background:#e8f1ff;font-weight:600}tr.baseline td{background:#fff1f0}tr.failed td{color:#b00}tr.stopped td{color:#777}
 figure{margin:.6em 0}figure img{max-width:100%;height:auto;border:1px solid #eee}figcaption{font-size:.85em;color:#555}
-code{background:#f4f4f4;padding:1px 4px;border-radius:3px}.kv td{text-align:left}.scroll{overflow-x:auto}
+code{background:#f4f4f4;padding:1px 4px;border-radius:3px}.kv td{text-align:left;white-space:normal}.scroll{overflow-x:auto}
 #leaderboard .scroll{max-height:34em;overflow-y:auto}p.tools input{font-size:.9em;padding:2px 6px;width:24em}p.tools span{font-size:.85em;color:#555;margin-left:.6em}
 th[data-dir=asc]::after{content:" \\25B2"}th[data-dir=desc]::after{content:" \\25BC"}
 """
