@@ -141,6 +141,17 @@ def test_quality_floor_tier_and_winner() -> None:
     assert best_row(alone, max_t=3) is None and "quality floor" in why_no_winner(alone, max_t=3)
 
 
+def test_under_the_floor_rows_rank_by_their_own_miou_whatever_score_an_earlier_kdseg_reported() -> None:
+    """A sweep begun before the score under the floor became val_miou - 1 (it was val_miou - floor) and
+    resumed now holds both kinds of row: the leaderboard puts them on one scale."""
+    old = row("old", "completed", 0.062, 80_000, 3, score=0.062 - 0.0835, below_floor=True)  # -0.0215
+    new = row("new", "completed", 0.153, 80_000, 3, score=0.153 - 1, below_floor=True)
+    over = row("over", "completed", 0.05, 80_000, 3, score=0.05, below_floor=False)
+    ranked = build_leaderboard([old, new, over], "val_miou", max_t=3)
+    assert [r["trial_id"] for r in ranked] == ["over", "new", "old"]
+    assert ranked[2]["score"] == pytest.approx(0.062 - 1) and ranked[0]["score"] == 0.05
+
+
 def test_csv_round_trip(tmp_path: Path) -> None:
     ranked = build_leaderboard(make_rows(), "pareto", max_t=3)
     ranked[0]["distill.feature_weight"] = 1.5  # an extra searched key

@@ -33,7 +33,15 @@ from pathlib import Path
 from typing import Any
 
 from kdseg.fileio import atomic_write
-from kdseg.sweep.selection import OBJECTIVES, PARETO, SCALAR_OBJECTIVES, SCORE, as_number, score_metrics
+from kdseg.sweep.selection import (
+    OBJECTIVES,
+    PARETO,
+    SCALAR_OBJECTIVES,
+    SCORE,
+    UNDER_FLOOR_OFFSET,
+    as_number,
+    score_metrics,
+)
 
 __all__ = [
     "FAILED_STATUSES",
@@ -197,6 +205,11 @@ def build_leaderboard(
     for r in out:
         if as_number(r.get("iou_per_mparam")) is None:
             r["iou_per_mparam"] = iou_per_mparam(r.get("val_miou"), r.get("student_params"))
+        miou = as_number(r.get("val_miou"))
+        if r.get("below_floor") is True and miou is not None and as_number(r.get(SCORE)) is not None:
+            # under the floor the score is the student's own val_miou - 1 (kdseg.sweep.selection); a trial
+            # reported by an earlier kdseg (val_miou - floor) in a resumed sweep is put on the same scale
+            r[SCORE] = miou - UNDER_FLOOR_OFFSET
     eligible = [r for r in out if _tier(r, max_t) == 0]
     front = pareto_mask([r.get("val_miou") for r in eligible], [r.get(cost) for r in eligible])
     on_front = {id(r) for r, on in zip(eligible, front, strict=True) if on}
