@@ -443,7 +443,7 @@ def test_shipped_experiments_load(path: Path) -> None:
 
 def test_quickstart_is_small() -> None:
     spec = load_space(REPO / "search_spaces" / "quickstart_cpu.yaml")
-    assert spec.sweep.num_samples >= 8 and spec.max_t == 3 and spec.sweep.asha.grace_period == 1
+    assert spec.sweep.num_samples >= 8 and spec.max_t == 3 and spec.sweep.asha.grace_period == 2
     assert spec.sweep.resources_per_trial.cpu == 1 and spec.sweep.resources_per_trial.gpu == 0
     assert spec.sweep.max_concurrent == 2
     assert spec.base_config.data.format == "synthetic" and spec.base_config.train.num_workers == 0
