@@ -205,19 +205,21 @@ def trial_epochs(row: dict[str, Any]) -> list[dict[str, Any]]:
     return read_metrics(Path(row["path"]) / TRIAL_RUN_DIR) if row.get("path") else []
 
 
-def trial_reported(row: dict[str, Any], key: str) -> dict[int, Any]:
-    """epoch -> ``key`` as the trial reported it to Tune (Tune's ``result.json`` in its folder: what ASHA
-    compared), the first report of an epoch kept (a trial restarted from scratch reports it again);
-    {} when there is no such file."""
+def tune_results(trial_dir: Path) -> list[dict[str, Any]]:
+    """Every result a trial reported to Tune, in order (Tune's ``result.json`` in its folder); [] without one."""
     from ray.tune.result import EXPR_RESULT_FILE
 
-    f = Path(row["path"]) / EXPR_RESULT_FILE if row.get("path") else None
+    f = Path(trial_dir) / EXPR_RESULT_FILE
+    if not f.is_file():
+        return []
+    return [json.loads(line) for line in f.read_text().splitlines() if line.strip()]
+
+
+def trial_reported(row: dict[str, Any], key: str) -> dict[int, Any]:
+    """epoch -> ``key`` as a leaderboard row's trial reported it to Tune (what ASHA compared), the first
+    report of an epoch kept (a trial restarted from scratch reports it again); {} without a result file."""
     out: dict[int, Any] = {}
-    if f is None or not f.is_file():
-        return out
-    for line in f.read_text().splitlines():
-        if line.strip():
-            r = json.loads(line)
-            if r.get("epoch") is not None:
-                out.setdefault(int(r["epoch"]), r.get(key))
+    for r in tune_results(Path(row["path"])) if row.get("path") else []:
+        if r.get("epoch") is not None:
+            out.setdefault(int(r["epoch"]), r.get(key))
     return out

@@ -485,8 +485,12 @@ def grid_report(curves, args, rungs_on, compared: str) -> tuple[list[dict[str, A
     print_replay_grid(rows, (best["grace_period"], best["reduction_factor"]) if best else None, compared)
     if best is not None:
         print(
-            f"chosen (best kept in >= {KEEP_BEST_SHARE:.0%} of orders, then the least compute): grace_period "
-            f"{best['grace_period']}, reduction_factor "
+            (
+                f"chosen (best kept in >= {KEEP_BEST_SHARE:.0%} of orders, then the least compute): "
+                if best["best_target_met_share"] >= KEEP_BEST_SHARE
+                else f"chosen (none keeps the best in >= {KEEP_BEST_SHARE:.0%} of orders: the one keeping it most often): "
+            )
+            + f"grace_period {best['grace_period']}, reduction_factor "
             f"{best['reduction_factor']:g}: both targets met in {best['both_met_share']:.0%} of orders, best kept "
             f"in {best['best_target_met_share']:.0%}, compute median "
             f"{best['compute_fraction_median']:.1%}, worst {best['compute_fraction_max']:.1%} (target <= "

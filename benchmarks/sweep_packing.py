@@ -47,7 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from _common import emit, machine_info, print_machine, table, work_dir
+from _common import emit, machine_info, print_machine, table, tune_results, work_dir
 
 FIT_TARGET, E2E_TARGET = 0.90, 0.85  # issue 18
 
@@ -146,12 +146,9 @@ def write_packing_inputs(folder: Path, synth: Path, args) -> Path:
 
 
 def read_result_json(trial_dir: Path) -> dict | None:
-    """The last JSON line of Tune's ``result.json`` in a trial folder, if Tune wrote one."""
-    f = trial_dir / "result.json"
-    if not f.exists():
-        return None
-    lines = [ln for ln in f.read_text().splitlines() if ln.strip()]
-    return json.loads(lines[-1]) if lines else None
+    """The last result in Tune's ``result.json`` in a trial folder, if Tune wrote one."""
+    results = tune_results(trial_dir)
+    return results[-1] if results else None
 
 
 def read_experiment_state(tune_dir: Path) -> dict[str, dict]:

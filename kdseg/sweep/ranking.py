@@ -38,9 +38,9 @@ from kdseg.sweep.selection import (
     PARETO,
     SCALAR_OBJECTIVES,
     SCORE,
-    UNDER_FLOOR_OFFSET,
     as_number,
     score_metrics,
+    under_floor_score,
 )
 
 __all__ = [
@@ -207,9 +207,8 @@ def build_leaderboard(
             r["iou_per_mparam"] = iou_per_mparam(r.get("val_miou"), r.get("student_params"))
         miou = as_number(r.get("val_miou"))
         if r.get("below_floor") is True and miou is not None and as_number(r.get(SCORE)) is not None:
-            # under the floor the score is the student's own val_miou - 1 (kdseg.sweep.selection); a trial
-            # reported by an earlier kdseg (val_miou - floor) in a resumed sweep is put on the same scale
-            r[SCORE] = miou - UNDER_FLOOR_OFFSET
+            # a trial reported by an earlier kdseg (val_miou - floor) in a resumed sweep, on today's scale
+            r[SCORE] = under_floor_score(miou)
     eligible = [r for r in out if _tier(r, max_t) == 0]
     front = pareto_mask([r.get("val_miou") for r in eligible], [r.get(cost) for r in eligible])
     on_front = {id(r) for r, on in zip(eligible, front, strict=True) if on}

@@ -41,7 +41,6 @@ __all__ = [
     "PARETO",
     "SCALAR_OBJECTIVES",
     "SCORE",
-    "UNDER_FLOOR_OFFSET",
     "as_number",
     "Objective",
     "check_objective",
@@ -49,6 +48,7 @@ __all__ = [
     "objective_value",
     "score_metrics",
     "settle_controls",
+    "under_floor_score",
 ]
 
 PARETO = "pareto"
@@ -124,6 +124,11 @@ def objective_value(objective: str, metrics: Mapping[str, Any]) -> float | None:
     raise ValueError(f"unknown objective {objective!r}")
 
 
+def under_floor_score(miou: float) -> float:
+    """The score of a student under the quality floor: its own val mIoU, less one (never its teacher's)."""
+    return miou - UNDER_FLOOR_OFFSET
+
+
 def floor_of(fraction: float, reference: Any) -> float | None:
     """The floor (an mIoU) for a reference mIoU; None when there is no reference or no floor."""
     ref = as_number(reference)
@@ -147,8 +152,8 @@ def score_metrics(
     value = objective_value(objective, metrics)
     miou = as_number(metrics.get("val_miou"))
     below = None if floor is None or miou is None else miou < floor
-    if below:  # the student's own quality, never its teacher's: a worse teacher must not raise it
-        score = miou - UNDER_FLOOR_OFFSET
+    if below:  # a worse teacher must not raise it
+        score = under_floor_score(miou)
     else:
         score = value
     return {SCORE: score, "quality_floor": floor, "below_floor": below}
